@@ -1,0 +1,56 @@
+"""The exported model's input/output contract (TorchScript and Triton alike).
+
+The TorchScript module's `forward(image)` takes one tensor and returns a tuple of outputs in
+the order of `OUTPUTS`. Triton's libtorch backend names tensors by position, hence
+`INPUT__0` and `OUTPUT__k`. The exporter writes `config.pbtxt` from these tables and the
+service reads the same tables, so the two cannot drift apart.
+"""
+
+from dataclasses import dataclass
+
+from posecontract.skeleton import NUM_JOINTS
+
+INPUT_SIZE = 256      # model input is INPUT_SIZE x INPUT_SIZE RGB
+HEATMAP_SIZE = 32     # every marginal heatmap is HEATMAP_SIZE x HEATMAP_SIZE
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str               # Triton tensor name (positional TorchScript convention)
+    key: str                # what the tensor is, for code and docs
+    dtype: str              # Triton data type
+    dims: tuple[int, ...]   # per-item shape (the batch dimension is implicit)
+    doc: str
+
+
+INPUT = TensorSpec(
+    "INPUT__0", "image", "TYPE_UINT8", (3, INPUT_SIZE, INPUT_SIZE),
+    "RGB crop, uint8 0..255, NCHW; the model owns normalisation.",
+)
+
+OUTPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec(
+        "OUTPUT__0", "coords", "TYPE_FP32", (NUM_JOINTS, 3),
+        "Normalised (x, y, z) per joint in (-1, 1): x, y from the xy map (crop edges at +-1), "
+        "z = mean of the zy and xz estimates (perspective depth, root at 0, farther is +z).",
+    ),
+    TensorSpec(
+        "OUTPUT__1", "coord_std", "TYPE_FP32", (NUM_JOINTS, 3),
+        "Standard deviation of each coordinate under the marginal heatmaps, in normalised "
+        "units: x, y from the xy map, z the mean of the zy and xz standard deviations.",
+    ),
+    TensorSpec(
+        "OUTPUT__2", "heatmap_xy", "TYPE_FP32", (NUM_JOINTS, HEATMAP_SIZE, HEATMAP_SIZE),
+        "Final-stage xy marginal (softmaxed, sums to 1): rows = y, columns = x.",
+    ),
+    TensorSpec(
+        "OUTPUT__3", "heatmap_zy", "TYPE_FP32", (NUM_JOINTS, HEATMAP_SIZE, HEATMAP_SIZE),
+        "Final-stage zy marginal: rows = y, columns = z.",
+    ),
+    TensorSpec(
+        "OUTPUT__4", "heatmap_xz", "TYPE_FP32", (NUM_JOINTS, HEATMAP_SIZE, HEATMAP_SIZE),
+        "Final-stage xz marginal: rows = z, columns = x.",
+    ),
+)
+
+OUTPUT_BY_KEY = {spec.key: spec for spec in OUTPUTS}

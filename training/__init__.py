@@ -1,0 +1,1 @@
+"""MargiPose training: model, geometry, losses, metrics, data, engine and export."""

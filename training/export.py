@@ -1,0 +1,174 @@
+"""Export a MargiPose checkpoint to TorchScript plus its Triton config.
+
+The exported module takes uint8 RGB images (N, 3, 256, 256), owns the input normalisation, and
+returns the outputs of `posecontract.layout.OUTPUTS` in order. It is written to
+`<repository>/<name>/<version>/model.pt` with `<repository>/<name>/config.pbtxt` beside it, both
+rendered from the same contract. A model card (JSON) travels inside the TorchScript file as the
+extra file `model.json`.
+
+    margipose-export --variant margipose-lite --repository model_repository
+    margipose-export --checkpoint runs/lite/last.pt --name margipose-lite --version 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from posecontract.layout import INPUT, INPUT_SIZE, OUTPUTS
+from posecontract.skeleton import JOINT_NAMES, PARENTS
+from posecontract.triton import ServingOptions, render_config
+from training.checkpoint import load_checkpoint
+from training.heatmaps import coord_spread
+from training.model import VARIANTS, MargiPose, build_model, variant_config
+
+CARD_FILE = "model.json"
+PARITY_TOLERANCE = 1e-4
+
+
+class ServingModel(nn.Module):
+    """uint8 images (N, 3, 256, 256) -> (coords, coord_std, heatmap_xy, heatmap_zy, heatmap_xz)."""
+
+    def __init__(self, model: MargiPose):
+        super().__init__()
+        self.model = model
+        # (x / 255 - mean) / std == (x - 255 mean) / (255 std)
+        self.register_buffer("mean", torch.tensor(model.cfg.input_mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(model.cfg.input_std).view(1, 3, 1, 1) * 255)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        torch._assert(image.dim() == 4 and image.shape[1] == 3,
+                      "expected uint8 images of shape (N, 3, 256, 256)")
+        x = (image.float() - self.mean) / self.std
+        coords, stages = self.model(x)
+        xy, zy, xz = stages[-1]
+        return coords, coord_spread(xy, zy, xz), xy, zy, xz
+
+
+@dataclass
+class ExportResult:
+    model_path: Path
+    config_path: Path
+    max_abs_diff: float
+    size_bytes: int
+
+
+def calibrate_batchnorm(model: MargiPose, batches: int = 3, batch_size: int = 4, seed: int = 0
+                        ) -> None:
+    """Give an untrained model the BN statistics of random inputs, then set it to eval.
+
+    A freshly initialised network in eval mode normalises with mean 0 / variance 1, so its
+    activations grow through the stacked columns until the softmax saturates to one-hot maps:
+    a degenerate model whose outputs flip on rounding noise. Real running statistics make a
+    random export behave numerically like a trained one (used to build and test the service).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(batch_size, 3, INPUT_SIZE, INPUT_SIZE, generator=g))
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+def model_card(model: MargiPose, name: str, version: int, extra: dict[str, Any]) -> dict:
+    """The JSON model card embedded in the TorchScript file."""
+    return {
+        "name": name,
+        "version": version,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model_config": model.cfg.to_dict(),
+        "joints": list(JOINT_NAMES),
+        "parents": list(PARENTS),
+        "input": {"name": INPUT.name, "dtype": INPUT.dtype, "dims": list(INPUT.dims)},
+        "outputs": [{"name": o.name, "key": o.key, "dtype": o.dtype, "dims": list(o.dims)}
+                    for o in OUTPUTS],
+        **extra,
+    }
+
+
+def to_torchscript(model: MargiPose) -> torch.jit.ScriptModule:
+    """Script and freeze the serving wrapper (BN folded into convolutions)."""
+    wrapper = ServingModel(model).eval()
+    return torch.jit.freeze(torch.jit.script(wrapper))
+
+
+def parity(eager: nn.Module, scripted: torch.jit.ScriptModule, batch: int = 2, seed: int = 0
+           ) -> float:
+    """Max abs difference over all outputs between eager and TorchScript on random images."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8,
+                           generator=g)
+    with torch.inference_mode():
+        a, b = eager(images), scripted(images)
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def export(model: MargiPose, repository: str | Path, name: str, version: int = 1,
+           options: ServingOptions = ServingOptions(), card_extra: dict | None = None
+           ) -> ExportResult:
+    """Write model.pt and config.pbtxt; raise if TorchScript disagrees with eager by > 1e-4."""
+    model = model.eval()
+    scripted = to_torchscript(model)
+    diff = parity(ServingModel(model).eval(), scripted)
+    if not diff < PARITY_TOLERANCE:
+        raise RuntimeError(f"TorchScript differs from eager by {diff:.3g} (> {PARITY_TOLERANCE})")
+    model_dir = Path(repository) / name
+    version_dir = model_dir / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    model_path = version_dir / "model.pt"
+    card = model_card(model, name, version, card_extra or {})
+    torch.jit.save(scripted, str(model_path), _extra_files={CARD_FILE: json.dumps(card, indent=2)})
+    config_path = model_dir / "config.pbtxt"
+    config_path.write_text(render_config(name, options))
+    return ExportResult(model_path, config_path, diff, model_path.stat().st_size)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="training checkpoint to export")
+    src.add_argument("--variant", choices=sorted(VARIANTS),
+                     help="export a freshly initialised variant (for building and testing)")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--name", help="model name in the repository (default: the variant name)")
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="init seed with --variant")
+    p.add_argument("--max-batch-size", type=int, default=ServingOptions.max_batch_size)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    if args.checkpoint is not None:
+        model, payload = load_checkpoint(args.checkpoint)
+        extra = {"source": str(args.checkpoint), "step": payload.get("step")}
+    else:
+        torch.manual_seed(args.seed)
+        model = build_model(variant_config(args.variant))
+        calibrate_batchnorm(model)
+        extra = {"source": f"random init (seed {args.seed}), untrained"}
+    name = args.name or model.cfg.name
+    sizes = tuple(b for b in ServingOptions.preferred_batch_sizes if b <= args.max_batch_size)
+    options = ServingOptions(max_batch_size=args.max_batch_size, preferred_batch_sizes=sizes,
+                             warmup_batch_sizes=tuple(sorted({1, *sizes})))
+    result = export(model, args.repository, name, args.version, options, extra)
+    print(f"wrote {result.model_path} ({result.size_bytes / 1e6:.1f} MB) and {result.config_path}")
+    print(f"parity eager vs TorchScript: max abs diff {result.max_abs_diff:.3g}")
+
+
+if __name__ == "__main__":
+    main()
