@@ -101,6 +101,8 @@ class Crop:
 
     `pixel_matrix` (3x3, homogeneous) maps original pixel coordinates to crop pixel
     coordinates; `point_matrix` (3x3) maps original camera-space points to crop camera space.
+    Both are read-only. `flipped` says the crop is mirrored: its points have X -> -X, and
+    skeletons in it are kept in left/right-swapped joint order (the caller's permutation).
     """
 
     camera: Intrinsics

@@ -32,9 +32,9 @@ def _param(key: str, value: str) -> str:
     return f'parameters: {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}'
 
 
-def render_config(name: str, options: ServingOptions = ServingOptions()) -> str:
+def render_config(name: str, options: ServingOptions | None = None) -> str:
     """config.pbtxt text for the libtorch (TorchScript) deployment of model `name`."""
-    o = options
+    o = options or ServingOptions()
     too_big = [b for b in (*o.preferred_batch_sizes, *o.warmup_batch_sizes) if b > o.max_batch_size]
     if too_big:
         raise ValueError(f"Batch sizes {too_big} exceed max_batch_size {o.max_batch_size}")

@@ -24,7 +24,9 @@ def load_checkpoint(path: str | Path) -> tuple[MargiPose, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights; returns (model, payload)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if "model_config" not in payload or "state_dict" not in payload:
-        raise ValueError(f"{path} is not a MargiPose checkpoint (needs model_config and state_dict)")
+        raise ValueError(
+            f"{path} is not a MargiPose checkpoint (it needs model_config and state_dict)"
+        )
     model = build_model(ModelConfig.from_dict(payload["model_config"]), pretrained=False)
     model.load_state_dict(payload["state_dict"])
     return model, payload

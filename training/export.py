@@ -103,6 +103,9 @@ def model_card(model: MargiPose, name: str, version: int, extra: dict[str, Any])
 def to_torchscript(model: MargiPose) -> torch.jit.ScriptModule:
     """Script and freeze the serving wrapper (BN folded into convolutions)."""
     wrapper = ServingModel(model).eval()
+    # Triton's libtorch backend serves TorchScript only, so we keep scripting although
+    # torch 2.13 marks torch.jit deprecated in favour of torch.export (see pyproject's
+    # filterwarnings).
     return torch.jit.freeze(torch.jit.script(wrapper))
 
 
@@ -118,7 +121,7 @@ def parity(eager: nn.Module, scripted: torch.jit.ScriptModule, batch: int = 2, s
 
 
 def export(model: MargiPose, repository: str | Path, name: str, version: int = 1,
-           options: ServingOptions = ServingOptions(), card_extra: dict | None = None
+           options: ServingOptions | None = None, card_extra: dict | None = None
            ) -> ExportResult:
     """Write model.pt and config.pbtxt; raise if TorchScript disagrees with eager by > 1e-4."""
     model = model.eval()
@@ -133,7 +136,7 @@ def export(model: MargiPose, repository: str | Path, name: str, version: int = 1
     card = model_card(model, name, version, card_extra or {})
     torch.jit.save(scripted, str(model_path), _extra_files={CARD_FILE: json.dumps(card, indent=2)})
     config_path = model_dir / "config.pbtxt"
-    config_path.write_text(render_config(name, options))
+    config_path.write_text(render_config(name, options or ServingOptions()))
     return ExportResult(model_path, config_path, diff, model_path.stat().st_size)
 
 

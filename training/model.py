@@ -58,7 +58,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"Unknown model config fields {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(
+                f"Unknown model config fields {sorted(unknown)}; known: {sorted(known)}"
+            )
         d = dict(d)
         for key in ("input_mean", "input_std"):
             if key in d:
@@ -157,7 +159,9 @@ class MBConv(nn.Module):
         super().__init__()
         mid = cin * expand
         self.expand = nn.Sequential(
-            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid, eps=1e-3), nn.ReLU6(inplace=True)
+            nn.Conv2d(cin, mid, 1, bias=False),
+            nn.BatchNorm2d(mid, eps=1e-3),
+            nn.ReLU6(inplace=True),
         ) if expand != 1 else nn.Identity()
         # TF SAME padding on even inputs: stride 1 pads (k-1)/2 both sides, stride 2 pads
         # (k-2)//2 before and the rest after.
@@ -277,8 +281,10 @@ class ResidualBlock(nn.Module):
     def __init__(self, cin: int, cout: int, kind: str = "regular"):
         super().__init__()
         if kind == "up":
-            conv_in: nn.Module = nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1, bias=False)
-            short: nn.Module = nn.ConvTranspose2d(cin, cout, 1, 2, output_padding=1, bias=False)
+            conv_in: nn.Module = nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1,
+                                                    bias=False)
+            short: nn.Module = nn.ConvTranspose2d(cin, cout, 1, 2, output_padding=1,
+                                                  bias=False)
         elif kind in ("regular", "down"):
             stride = 2 if kind == "down" else 1
             conv_in = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)

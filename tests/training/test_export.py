@@ -1,0 +1,89 @@
+import json
+import re
+
+import pytest
+import torch
+
+from posecontract.layout import INPUT, OUTPUTS
+from posecontract.triton import ServingOptions, render_config
+from training.export import CARD_FILE, ServingModel, calibrate_batchnorm, export, main
+from training.heatmaps import coord_spread
+from training.model import ModelConfig, build_model
+
+
+def _tiny_model():
+    model = build_model(ModelConfig(n_stages=2, feat_channels=16, mid_channels=32, name="tiny"),
+                        pretrained=False)
+    calibrate_batchnorm(model, batches=1, batch_size=2)
+    return model
+
+
+def _config_tensors(text: str, section: str) -> list[tuple[str, str, tuple[int, ...]]]:
+    block = re.search(section + r" \[(.*?)\n\]", text, re.S).group(1)
+    found = re.findall(r'name: "(\w+)"\s+data_type: (\w+)\s+dims: \[ ([\d, ]+) \]', block)
+    return [(n, t, tuple(int(d) for d in dims.split(","))) for n, t, dims in found]
+
+
+def test_export_round_trip_matches_contract(tmp_path):
+    model = _tiny_model()
+    result = export(model, tmp_path, "tiny", version=3, card_extra={"source": "test"})
+    assert result.model_path == tmp_path / "tiny" / "3" / "model.pt"
+    assert result.max_abs_diff < 1e-4
+
+    files = {CARD_FILE: ""}
+    scripted = torch.jit.load(str(result.model_path), _extra_files=files)
+    card = json.loads(files[CARD_FILE])
+    assert card["name"] == "tiny" and card["version"] == 3 and card["source"] == "test"
+    assert ModelConfig.from_dict(card["model_config"]) == model.cfg
+
+    for batch in (1, 3):  # the batch dimension stays dynamic after scripting
+        images = torch.randint(0, 256, (batch, *INPUT.dims), dtype=torch.uint8)
+        with torch.inference_mode():
+            outputs = scripted(images)
+            eager = ServingModel(model)(images)
+        assert len(outputs) == len(OUTPUTS)
+        for spec, got, want in zip(OUTPUTS, outputs, eager, strict=True):
+            assert tuple(got.shape) == (batch, *spec.dims), spec.key
+            assert got.dtype == torch.float32
+            assert (got - want).abs().max() < 1e-4, spec.key
+        coords, std, xy, zy, xz = outputs
+        assert torch.allclose(std, coord_spread(xy, zy, xz))
+
+    # config.pbtxt states exactly the tensors the TorchScript file takes and returns.
+    text = result.config_path.read_text()
+    assert _config_tensors(text, "input") == [(INPUT.name, "TYPE_UINT8", tuple(INPUT.dims))]
+    assert _config_tensors(text, "output") == [
+        (spec.name, "TYPE_FP32", tuple(t.shape[1:]))
+        for spec, t in zip(OUTPUTS, outputs, strict=True)
+    ]
+    assert 'platform: "pytorch_libtorch"' in text and "max_batch_size: 32" in text
+
+
+def test_serving_model_normalises_like_the_config():
+    model = _tiny_model().eval()
+    serving = ServingModel(model).eval()
+    images = torch.randint(0, 256, (1, *INPUT.dims), dtype=torch.uint8)
+    mean = torch.tensor(model.cfg.input_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.cfg.input_std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        want = model((images.float() / 255 - mean) / std)[0]
+        got = serving(images)[0]
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_render_config_rejects_inconsistent_batching():
+    with pytest.raises(ValueError, match="exceed max_batch_size 4"):
+        render_config("m", ServingOptions(max_batch_size=4))
+
+
+@pytest.mark.slow
+def test_export_command_writes_a_loadable_lite_model(tmp_path, capsys):
+    main(["--variant", "margipose-lite", "--repository", str(tmp_path), "--max-batch-size", "8"])
+    out = capsys.readouterr().out
+    assert "parity eager vs TorchScript: max abs diff" in out
+    scripted = torch.jit.load(str(tmp_path / "margipose-lite" / "1" / "model.pt"))
+    with torch.inference_mode():
+        coords = scripted(torch.zeros(2, *INPUT.dims, dtype=torch.uint8))[0]
+    assert coords.shape == (2, 17, 3) and torch.isfinite(coords).all()
+    text = (tmp_path / "margipose-lite" / "config.pbtxt").read_text()
+    assert "max_batch_size: 8" in text and "preferred_batch_size: [ 8 ]" in text

