@@ -1,0 +1,31 @@
+# A tiny task runner. `make test` on a fresh machine installs everything and runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install test lint summary export bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[train,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+summary: install
+	$(BIN)/margipose-summary
+
+export: install
+	$(BIN)/margipose-export --variant margipose-lite --repository model_repository
+
+bench: install
+	$(BIN)/python bench/model_cpu.py
+	$(BIN)/python bench/marginal_vs_volumetric.py
