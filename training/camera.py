@@ -1,11 +1,12 @@
-"""Training-time crops: reference boxes, crop augmentation, targets and crop rendering.
+"""Training-time crops: reference boxes, crop augmentation and targets.
 
 A training example is cut from its source image by `posecontract.geometry.make_crop`: a square
 box around the projected ground-truth joints (side 1.5 x their larger extent, as in MargiPose),
 jittered, rescaled, turned and mirrored by augmentation parameters. The joints follow the same
 transform into the crop camera, are re-ordered left/right when mirrored, and are normalised
 with the transformed root depth as z_ref. `ndc_to_camera` undoes all of it for predictions.
-Colour augmentation is not geometry and lives with the data pipeline.
+The crop is resampled by `posecontract.crop_image.render_crop`, shared with the service so that
+both resample alike. Colour augmentation is not geometry and lives with the data pipeline.
 """
 
 import math
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from posecontract.crop_image import render_crop
 from posecontract.geometry import (
     Crop,
     Intrinsics,
@@ -187,32 +189,6 @@ def ndc_to_camera(ndc: np.ndarray, crop: Crop, z_ref: float) -> np.ndarray:
     if crop.flipped:
         points = flip_joint_order(points)
     return uncrop_points(crop, points)
-
-
-def render_crop(image: Image.Image, crop: Crop, supersample: int = 2) -> np.ndarray:
-    """Resample `image` into `crop`: (size, size, 3) uint8 RGB, black outside the source.
-
-    Renders at `supersample` x the resolution with bilinear sampling, then downsamples with
-    Lanczos (MargiPose's 2x "msaa"). Pillow's affine transform samples output pixel (i, j) at
-    its centre (i + 0.5, j + 0.5) mapped through the given inverse map, and reads source pixel
-    k at k + 0.5, which is our continuous convention (pixel i covers [i, i + 1)), so the
-    inverse pixel map is passed unchanged.
-    """
-    if supersample < 1:
-        raise ValueError(f"Supersampling factor must be a positive integer, got {supersample}")
-    big = crop.size * supersample
-    to_big = np.diag([supersample, supersample, 1.0]) @ crop.pixel_matrix
-    inverse = np.linalg.inv(to_big)  # big-crop pixel -> source pixel
-    rendered = image.convert("RGB").transform(
-        (big, big),
-        Image.Transform.AFFINE,
-        tuple(float(a) for a in inverse[:2].ravel()),
-        resample=Image.Resampling.BILINEAR,
-        fillcolor=(0, 0, 0),
-    )
-    if supersample > 1:
-        rendered = rendered.resize((crop.size, crop.size), Image.Resampling.LANCZOS)
-    return np.asarray(rendered, dtype=np.uint8).copy()
 
 
 def crop_example(

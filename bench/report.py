@@ -1,0 +1,69 @@
+"""Shared reporting for the benchmark scripts: the machine they ran on, tables and JSON files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Date, CPU, cores, RAM, torch version and torch threads of the running process."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": round(ram / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    """One line saying where and when the numbers were measured."""
+    return (f"{info['date_utc']}, {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, "
+            f"Python {info['python']}, torch {info['torch']}, {info['torch_threads']} threads")
+
+
+def median_and_p90(values: Sequence[float]) -> tuple[float, float]:
+    """Median and 90th percentile (inclusive interpolation; the max for fewer than two values)."""
+    if not values:
+        raise ValueError("no measurements; use at least one timed iteration")
+    if len(values) == 1:
+        return values[0], values[0]
+    return statistics.median(values), statistics.quantiles(values, n=10, method="inclusive")[-1]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1
+                   ) -> str:
+    """A GitHub markdown table; the first `text_columns` columns left-aligned, numbers right."""
+    align = [":--"] * text_columns + ["--:"] * (len(header) - text_columns)
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write benchmark results as indented JSON, creating the parent folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,1 @@
+"""MargiPose Serve: the REST and gRPC gateway over one transport-free core."""

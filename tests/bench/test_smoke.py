@@ -1,0 +1,67 @@
+"""Seconds-long runs of the benchmark scripts with tiny settings, so that they cannot rot."""
+
+import json
+import math
+
+from bench import marginal_vs_volumetric, model_cpu
+from posecontract.skeleton import NUM_JOINTS
+
+
+def _positive_finite(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def test_model_cpu_runs_and_reports_every_row(tmp_path, capsys):
+    out = tmp_path / "model_cpu.json"
+    args = model_cpu.get_args_parser().parse_args([
+        "--variant", "margipose-lite", "--batch-sizes", "1", "2", "--warmup", "2",
+        "--iters", "2", "--json", str(out),
+    ])
+    model_cpu.main(args)
+
+    result = json.loads(out.read_text())
+    assert result["machine"]["torch_threads"] == 2
+    rows = result["rows"]
+    assert [(r["variant"], r["mode"], r["batch"]) for r in rows] == [
+        ("margipose-lite", mode, batch) for batch in (1, 2) for mode in ("eager", "torchscript")
+    ]
+    for r in rows:
+        for key in ("median_ms", "p90_ms", "images_per_s", "speedup_vs_eager"):
+            assert _positive_finite(r[key]), (r, key)
+        assert r["p90_ms"] >= r["median_ms"]
+        assert math.isclose(r["images_per_s"], r["batch"] * 1000 / r["median_ms"])
+    table = capsys.readouterr().out
+    assert table.count("| margipose-lite | eager |") == 2
+    assert table.count("| margipose-lite | torchscript |") == 2
+
+
+def test_marginal_vs_volumetric_runs_and_reports_every_row(tmp_path, capsys):
+    out = tmp_path / "mvv.json"
+    args = marginal_vs_volumetric.get_args_parser().parse_args([
+        "--head", "marginal-stage", "--head", "volumetric-32", "--batch-sizes", "1",
+        "--warmup", "0", "--iters", "1", "--json", str(out),
+    ])
+    marginal_vs_volumetric.main(args)
+
+    result = json.loads(out.read_text())
+    heads = {r["head"]: r for r in result["heads"]}
+    assert list(heads) == ["marginal-stage", "volumetric-32"]
+    assert heads["marginal-stage"]["output_floats_per_image"] == 3 * NUM_JOINTS * 32 * 32
+    assert heads["volumetric-32"]["output_floats_per_image"] == NUM_JOINTS * 32**3
+    for r in heads.values():
+        assert r["output_bytes_per_image"] == 4 * r["output_floats_per_image"]
+        for key in ("parameters", "gmac_per_image", "forward_ms_batch1"):
+            assert _positive_finite(r[key]), (r, key)
+    memory = result["memory"]
+    assert [(r["head"], r["batch"]) for r in memory] == [
+        ("marginal-stage", 1), ("volumetric-32", 1)
+    ]
+    for r in memory:
+        # At least the softmaxed maps are saved for backward and alive at the inference peak.
+        floats = heads[r["head"]]["output_floats_per_image"]
+        assert r["train_saved_bytes"] >= 4 * floats
+        assert r["inference_peak_bytes"] >= 4 * floats
+        assert _positive_finite(r["train_saved_bytes"])
+    table = capsys.readouterr().out
+    assert "| marginal-stage | 1 |" in table and "| volumetric-32 | 1 |" in table
+    assert "| 1.0x |" in table  # the reference's ratio to itself
