@@ -1,0 +1,232 @@
+"""The transport-free core: decode, crop, batch, infer, turn heatmaps into joints.
+
+REST and gRPC adapters convert their inputs to `PredictOptions` + image bytes, call
+`PoseService.predict`, and convert the `PredictResponse` back; errors are `ServiceError`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from posecontract.geometry import Crop, Intrinsics, make_crop
+from posecontract.layout import INPUT_SIZE
+from posecontract.skeleton import JOINT_NAMES, PARENTS
+from service.backends.base import Backend
+from service.batching import Batcher
+from service.errors import BackendUnavailable, DeadlineExceeded
+from service.imaging import DecodedImage, crop_for_model, decode_image
+from service.postprocess import PersonPose, person_pose
+from service.schemas import (
+    Box,
+    CameraIntrinsics,
+    Heatmaps,
+    Joint,
+    Person,
+    PredictOptions,
+    PredictResponse,
+    check_options,
+)
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Crop side relative to the box: training framed people at 1.5x their projected joint extent.
+CROP_MARGIN = 1.5
+MIN_CROP_SIDE = 16.0  # pixels; below this the second auto-crop pass keeps the first crop
+HEATMAP_KEYS = ("heatmap_xy", "heatmap_zy", "heatmap_xz")
+
+
+@dataclass
+class _Pass:
+    crop: Crop
+    outputs: dict[str, np.ndarray]  # one row of each output
+
+
+class PoseService:
+    """Pose estimation over one backend, with a shared cross-request batcher."""
+
+    def __init__(self, settings: Settings, backend: Backend, observer=None):
+        self.settings = settings
+        self.backend = backend
+        self.batcher = Batcher(
+            backend.infer,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            on_batch=observer,
+        )
+
+    async def start(self) -> None:
+        await self.backend.start()
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop(drain=True)
+        await self.backend.stop()
+
+    async def ready(self) -> bool:
+        try:
+            return await self.backend.ready()
+        except Exception:  # readiness must answer, whatever the backend does
+            log.exception("backend readiness check failed")
+            return False
+
+    def model_description(self) -> dict:
+        info = self.backend.info()
+        return {
+            "name": info.name,
+            "version": info.version,
+            "backend": self.backend.kind,
+            "input_size": INPUT_SIZE,
+            "joints": list(JOINT_NAMES),
+            "parents": list(PARENTS),
+            "card": info.card,
+        }
+
+    async def predict(self, data: bytes, content_type: str | None,
+                      options: PredictOptions) -> PredictResponse:
+        """Estimate the pose of each requested person (or of the one person found)."""
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        timeout = self.settings.request_timeout_s
+        if options.timeout_s is not None:
+            timeout = min(timeout, options.timeout_s)
+        deadline = loop.time() + timeout
+        timings: dict[str, float] = {}
+
+        t = time.perf_counter()
+        decoded = await asyncio.to_thread(
+            decode_image, data, content_type=content_type,
+            max_bytes=self.settings.max_body_bytes, max_pixels=self.settings.max_image_pixels,
+            min_detail=INPUT_SIZE,
+        )
+        timings["decode"] = _ms(t)
+        check_options(options, decoded.width, decoded.height, self.settings.max_persons)
+        intrinsics, k_source = self._intrinsics(options, decoded)
+
+        if options.boxes:
+            boxes = [(b, "request") for b in options.boxes]
+            crops = [_crop_around(intrinsics, b, decoded) for b in options.boxes]
+            passes = await self._run(decoded, crops, deadline, timings, "model")
+        else:
+            # Pass 1: the whole image padded to a square; pass 2: around what pass 1 found.
+            side = max(decoded.width, decoded.height)
+            whole = make_crop(intrinsics, (decoded.width / 2, decoded.height / 2), side, INPUT_SIZE)
+            first = (await self._run(decoded, [whole], deadline, timings, "model_pass1"))[0]
+            box = _joint_box(person_pose(first.outputs["coords"], first.outputs["coord_std"],
+                                         first.crop).pixels)
+            crop = _crop_around(intrinsics, box, decoded) if max(box.w, box.h) * CROP_MARGIN \
+                >= MIN_CROP_SIDE else whole
+            passes = await self._run(decoded, [crop], deadline, timings, "model_pass2")
+            boxes = [(box, "auto")]
+
+        t = time.perf_counter()
+        persons = [
+            self._person(p, box, source, options)
+            for p, (box, source) in zip(passes, boxes, strict=True)
+        ]
+        timings["postprocess"] = _ms(t)
+        timings["total"] = _ms(start)
+        info = self.backend.info()
+        return PredictResponse(
+            model={"name": info.name, "version": info.version, "backend": self.backend.kind},
+            image={"width": decoded.width, "height": decoded.height},
+            intrinsics=CameraIntrinsics(fx=intrinsics.fx, fy=intrinsics.fy,
+                                        cx=intrinsics.cx, cy=intrinsics.cy),
+            intrinsics_source=k_source,
+            persons=persons,
+            timings_ms=timings,
+        )
+
+    def _intrinsics(self, options: PredictOptions, decoded: DecodedImage
+                    ) -> tuple[Intrinsics, str]:
+        k = options.intrinsics
+        if k is not None:
+            return Intrinsics(k.fx, k.fy, k.cx, k.cy), "request"
+        fov = self.settings.default_fov_degrees
+        return Intrinsics.from_fov(decoded.width, decoded.height, fov), "default_fov"
+
+    async def _run(self, decoded: DecodedImage, crops: list[Crop], deadline: float,
+                   timings: dict[str, float], label: str) -> list[_Pass]:
+        t = time.perf_counter()
+        images = await asyncio.to_thread(
+            lambda: np.stack([crop_for_model(decoded, c).transpose(2, 0, 1) for c in crops])
+        )
+        timings[f"crop_{label}"] = _ms(t)
+        if asyncio.get_running_loop().time() >= deadline:
+            raise DeadlineExceeded("The request deadline passed before inference")
+        t = time.perf_counter()
+        outputs = await self.batcher.submit(images, deadline)
+        timings[label] = _ms(t)
+        return [_Pass(c, {k: v[i] for k, v in outputs.items()}) for i, c in enumerate(crops)]
+
+    def _person(self, p: _Pass, box: Box, source: str, options: PredictOptions) -> Person:
+        pose: PersonPose = person_pose(p.outputs["coords"], p.outputs["coord_std"], p.crop,
+                                       options.root_depth_mm)
+        joints = [
+            Joint(name=name, pixel=tuple(pose.pixels[j]), camera_mm=tuple(pose.camera_mm[j]),
+                  relative_mm=tuple(pose.relative_mm[j]), normalised=tuple(pose.normalised[j]),
+                  uncertainty_mm=tuple(pose.uncertainty_mm[j]))
+            for j, name in enumerate(JOINT_NAMES)
+        ]
+        centre = np.linalg.inv(p.crop.pixel_matrix) @ np.array([INPUT_SIZE / 2, INPUT_SIZE / 2, 1])
+        side = INPUT_SIZE / abs(np.linalg.det(p.crop.pixel_matrix[:2, :2])) ** 0.5
+        heatmaps = None
+        if options.heatmaps != "none":
+            if any(k not in p.outputs for k in HEATMAP_KEYS):
+                raise BackendUnavailable("The backend did not return heatmaps")
+            stack = np.stack([p.outputs[k] for k in HEATMAP_KEYS])  # (3, 17, 32, 32)
+            heatmaps = encode_heatmaps(stack, options.heatmaps)
+        return Person(
+            box=box, box_source=source,
+            crop={"centre": [float(centre[0]), float(centre[1])], "side": float(side)},
+            root_depth_mm=pose.root_depth_mm, root_depth_source=pose.root_depth_source,
+            joints=joints, heatmaps=heatmaps,
+        )
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
+
+
+def _crop_around(intrinsics: Intrinsics, box: Box, decoded: DecodedImage) -> Crop:
+    """The model's crop for a person box: centred on it, side CROP_MARGIN x its longer side."""
+    side = max(CROP_MARGIN * max(box.w, box.h), 1.0)
+    return make_crop(intrinsics, (box.x + box.w / 2, box.y + box.h / 2), side, INPUT_SIZE)
+
+
+def _joint_box(pixels: np.ndarray) -> Box:
+    """The tight box around 2D joints (17, 2)."""
+    lo, hi = pixels.min(axis=0), pixels.max(axis=0)
+    return Box(x=float(lo[0]), y=float(lo[1]), w=float(hi[0] - lo[0]), h=float(hi[1] - lo[1]))
+
+
+def encode_heatmaps(stack: np.ndarray, fmt: str) -> Heatmaps:
+    """Encode (3, 17, 32, 32) marginals as base64 float16, or as a 16-bit PNG of tiles.
+
+    The PNG has 3 rows (xy, zy, xz) of 17 tiles (joints); each tile is scaled so its peak is
+    65535 and `scale` gives that peak's probability, so values are recoverable to 1/65535.
+    """
+    shape = list(stack.shape)
+    if fmt == "f16":
+        data = stack.astype("<f2").tobytes()
+        return Heatmaps(format="f16", shape=shape, dtype="float16",
+                        data=base64.b64encode(data).decode())
+    planes, joints, h, w = stack.shape
+    peaks = stack.reshape(planes, joints, -1).max(axis=-1)
+    scaled = stack / np.maximum(peaks, 1e-30)[..., None, None]
+    tiles = np.round(scaled * 65535).astype(np.uint16)  # (3, 17, 32, 32)
+    mosaic = tiles.transpose(0, 2, 1, 3).reshape(planes * h, joints * w)
+    buf = io.BytesIO()
+    Image.fromarray(mosaic).save(buf, format="PNG")  # mode I;16 from uint16
+    return Heatmaps(format="png", shape=shape, dtype="uint16",
+                    data=base64.b64encode(buf.getvalue()).decode(),
+                    scale=[float(v) for v in peaks.reshape(-1)])

@@ -1,0 +1,179 @@
+"""REST adapter (FastAPI): converts HTTP to core calls and ServiceErrors to HTTP statuses.
+
+POST /v1/predict (alias /predict) takes either a multipart form with an `image` file, or a raw
+image body (Content-Type image/*) with options as query parameters. Options (form fields or
+query parameters): `boxes` (JSON list of [x, y, w, h]), `fx`, `fy`, `cx`, `cy` (all four or
+none), `root_depth_mm`, `heatmaps` (none|f16|png), `timeout_s`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from service.core import PoseService
+from service.errors import InvalidRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.metrics import CONTENT_TYPE, Metrics
+from service.schemas import PredictOptions, PredictResponse
+
+log = logging.getLogger(__name__)
+
+OPTION_FIELDS = ("boxes", "fx", "fy", "cx", "cy", "root_depth_mm", "heatmaps", "timeout_s")
+
+
+def options_from_fields(fields: Mapping[str, str]) -> PredictOptions:
+    """Build PredictOptions from string fields (form or query); 422 on anything unknown."""
+    unknown = sorted(set(fields) - set(OPTION_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"Unknown options {unknown}; allowed: {', '.join(OPTION_FIELDS)}")
+    raw: dict = {}
+    if "boxes" in fields:
+        try:
+            boxes = json.loads(fields["boxes"])
+        except json.JSONDecodeError:
+            raise InvalidRequest("boxes must be JSON: a list of [x, y, w, h]") from None
+        if not isinstance(boxes, list) or not all(
+            isinstance(b, list) and len(b) == 4 for b in boxes
+        ):
+            raise InvalidRequest(f"boxes must be a list of [x, y, w, h], got {fields['boxes']!r}")
+        raw["boxes"] = [dict(zip("xywh", b, strict=True)) for b in boxes]
+    k = [name for name in ("fx", "fy", "cx", "cy") if name in fields]
+    if k and len(k) != 4:
+        raise InvalidRequest(f"Give all of fx, fy, cx, cy or none of them; got only {k}")
+    if k:
+        raw["intrinsics"] = {name: fields[name] for name in k}
+    for name in ("root_depth_mm", "heatmaps", "timeout_s"):
+        if name in fields:
+            raw[name] = fields[name]
+    try:
+        return PredictOptions.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"Invalid option {where}: {first['msg']}") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing (413) as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"Request body of {int(declared)} bytes exceeds the {limit}-byte limit"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_response(exc: ServiceError, request_id: str) -> JSONResponse:
+    headers = {"X-Request-ID": request_id}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
+
+
+def create_app(service: PoseService, metrics: Metrics) -> FastAPI:
+    """Assemble the FastAPI app around a PoseService (started and stopped with the app)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        info = service.backend.info()
+        metrics.model.info({"name": info.name, "version": info.version,
+                            "backend": service.backend.kind})
+        metrics.track_queue(lambda: service.batcher.queue_depth)
+        yield
+        await service.stop()
+
+    app = FastAPI(title="MargiPose Serve", version="1.0.0", lifespan=lifespan,
+                  description="3D human pose estimation with marginal heatmaps. API v1.")
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error_response(exc, request.state.request_id)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        route = request.url.path
+        start = time.perf_counter()
+        metrics.in_flight.inc()
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("unhandled error on %s (request %s)", route, request.state.request_id)
+            response = _error_response(ServiceError("Internal error"), request.state.request_id)
+        finally:
+            metrics.in_flight.dec()
+        if route.startswith(("/v1/", "/predict", "/health")):
+            metrics.requests.labels(route, "rest", str(response.status_code)).inc()
+            metrics.latency.labels(route, "rest").observe(time.perf_counter() - start)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    v1 = APIRouter()
+
+    async def predict(request: Request) -> PredictResponse:
+        limit = service.settings.max_body_bytes
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            request._body = await _read_body(request, limit)  # form() re-reads the cached body
+            async with request.form() as form:  # closes the spooled upload files
+                upload = form.get("image")
+                if upload is None or isinstance(upload, str):
+                    raise InvalidRequest("Multipart requests need an `image` file field")
+                # A file under any other name is an unknown option too.
+                fields = {k: v if isinstance(v, str) else "" for k, v in form.multi_items()
+                          if k != "image"}
+                options = options_from_fields(fields)
+                data, image_type = await upload.read(), upload.content_type
+        elif content_type.startswith("application/x-www-form-urlencoded"):
+            raise UnsupportedMediaType(
+                "Send the image as multipart/form-data (field `image`) or as a raw image body"
+            )
+        else:
+            options = options_from_fields(dict(request.query_params))
+            data, image_type = await _read_body(request, limit), content_type or None
+        result = await service.predict(data, image_type, options)
+        metrics.persons.observe(len(result.persons))
+        metrics.observe_timings(result.timings_ms)
+        return result
+
+    v1.add_api_route("/v1/predict", predict, methods=["POST"], response_model=PredictResponse,
+                     summary="Estimate 3D poses in an image")
+    v1.add_api_route("/predict", predict, methods=["POST"], response_model=PredictResponse,
+                     include_in_schema=False)
+
+    @v1.get("/v1/model", summary="The served model: skeleton, input size, name, version")
+    async def model() -> dict:
+        return service.model_description()
+
+    @v1.get("/health/live")
+    async def live() -> dict:
+        return {"status": "live"}
+
+    @v1.get("/health/ready")
+    async def ready() -> Response:
+        ok = await service.ready()
+        return JSONResponse({"status": "ready" if ok else "not ready"},
+                            status_code=200 if ok else 503)
+
+    @v1.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    app.include_router(v1)
+    return app

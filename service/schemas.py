@@ -1,0 +1,110 @@
+"""Request options and response models of API v1, shared by REST and gRPC."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.errors import InvalidRequest
+
+HeatmapFormat = Literal["none", "f16", "png"]
+
+
+class Box(BaseModel):
+    """A person box in original-image pixels: top-left corner and size."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+class CameraIntrinsics(BaseModel):
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+
+class PredictOptions(BaseModel):
+    """What a predict request may ask for besides the image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    boxes: list[Box] = Field(default_factory=list)
+    intrinsics: CameraIntrinsics | None = None
+    root_depth_mm: float | None = None
+    heatmaps: HeatmapFormat = "none"
+    timeout_s: float | None = None
+
+
+def check_options(options: PredictOptions, width: int, height: int, max_persons: int) -> None:
+    """Validate options against the decoded image; raise InvalidRequest naming the problem."""
+    if len(options.boxes) > max_persons:
+        raise InvalidRequest(f"Too many boxes: {len(options.boxes)}; at most {max_persons} allowed")
+    for i, b in enumerate(options.boxes):
+        values = (b.x, b.y, b.w, b.h)
+        if not all(math.isfinite(v) for v in values):
+            raise InvalidRequest(f"Box {i} {list(values)} has a non-finite value")
+        if b.w <= 0 or b.h <= 0:
+            raise InvalidRequest(f"Box {i} has size {b.w} x {b.h}; width and height must be > 0")
+        if b.x >= width or b.y >= height or b.x + b.w <= 0 or b.y + b.h <= 0:
+            raise InvalidRequest(
+                f"Box {i} [{b.x}, {b.y}, {b.w}, {b.h}] lies outside the {width}x{height} image"
+            )
+    k = options.intrinsics
+    if k is not None:
+        if not all(math.isfinite(v) for v in (k.fx, k.fy, k.cx, k.cy)):
+            raise InvalidRequest("Intrinsics must be finite numbers")
+        if k.fx <= 0 or k.fy <= 0:
+            raise InvalidRequest(f"Focal lengths must be > 0 pixels, got fx={k.fx}, fy={k.fy}")
+    d = options.root_depth_mm
+    if d is not None and not (math.isfinite(d) and 100.0 <= d <= 100_000.0):
+        raise InvalidRequest(f"root_depth_mm must be in [100, 100000] mm, got {d}")
+    t = options.timeout_s
+    if t is not None and not (math.isfinite(t) and t > 0):
+        raise InvalidRequest(f"timeout_s must be a positive number of seconds, got {t}")
+
+
+class Joint(BaseModel):
+    name: str
+    pixel: tuple[float, float] = Field(description="(u, v) in original-image pixels")
+    camera_mm: tuple[float, float, float] = Field(description="(X, Y, Z) camera space, mm")
+    relative_mm: tuple[float, float, float] = Field(description="offset from the pelvis, mm")
+    normalised: tuple[float, float, float] = Field(description="model output in (-1, 1)")
+    uncertainty_mm: tuple[float, float, float] = Field(
+        description="one standard deviation per camera axis from the marginal heatmaps, mm"
+    )
+
+
+class Heatmaps(BaseModel):
+    """The final-stage marginals of one person, order xy, zy, xz."""
+
+    format: Literal["f16", "png"]
+    shape: list[int] = Field(description="[3, 17, 32, 32]: plane, joint, row, column")
+    dtype: str = Field(description="float16 (little-endian) or uint16 PNG tiles")
+    data: str = Field(description="base64")
+    scale: list[float] | None = Field(
+        None, description="png only: per (plane, joint) value of the brightest pixel (65535)"
+    )
+
+
+class Person(BaseModel):
+    box: Box
+    box_source: Literal["request", "auto"]
+    crop: dict = Field(description="crop centre (u, v) and side in original pixels")
+    root_depth_mm: float
+    root_depth_source: Literal["request", "knee_neck_prior"]
+    joints: list[Joint]
+    heatmaps: Heatmaps | None = None
+
+
+class PredictResponse(BaseModel):
+    model: dict
+    image: dict = Field(description="width and height after EXIF orientation")
+    intrinsics: CameraIntrinsics
+    intrinsics_source: Literal["request", "default_fov"]
+    persons: list[Person]
+    timings_ms: dict[str, float]

@@ -1,0 +1,58 @@
+"""Service settings: one pydantic-settings class, environment prefix `MARGIPOSE_`.
+
+Built once in `service.__main__` (flags override the environment) and passed in; nothing reads
+the environment at import time.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MARGIPOSE_", extra="forbid", use_attribute_docstrings=True
+    )
+
+    host: str = "127.0.0.1"
+    """Interface the REST server binds to."""
+    port: int = 8080
+    """REST port."""
+
+    backend: Literal["local"] = "local"
+    """`local` runs the exported TorchScript model in-process."""
+    model_repository: Path = Path("model_repository")
+    """Triton-layout model repository the local backend loads from."""
+    model_name: str = "margipose-lite"
+    """Model to serve (a folder of the repository, or the Triton model name)."""
+    model_version: int | None = None
+    """Version to serve; None means the highest version present."""
+    device: str = "cpu"
+    """Torch device of the local backend: `cpu`, `cuda` or `cuda:N`."""
+    torch_threads: int = 0
+    """Intra-op threads of the local backend (0: torch's default)."""
+
+    max_batch_size: int = 16
+    """Most person crops sent to the backend in one batch."""
+    max_batch_wait_ms: float = 5.0
+    """How long the first crop of a batch waits for others to join."""
+    max_queue: int = 256
+    """Most person crops waiting for the backend; beyond it requests get 429."""
+    request_timeout_s: float = 30.0
+    """Default deadline of a request; clients may ask for less (504 when it passes)."""
+
+    max_body_bytes: int = 20 * 1024 * 1024
+    """Largest accepted request body (413 beyond)."""
+    max_image_pixels: int = 50_000_000
+    """Largest accepted image in pixels, checked before decoding (413 beyond)."""
+    max_persons: int = 16
+    """Most person boxes in one request (422 beyond)."""
+    default_fov_degrees: float = Field(60.0, ge=1, le=179)
+    """Diagonal field of view assumed when a request gives no intrinsics (echoed back)."""
+    root_depth_prior: Literal["knee_neck"] = "knee_neck"
+    """How root depth is inferred when a request gives none: 920 mm knee-neck length."""
+
+    log_level: str = "info"
+    """Logging level."""

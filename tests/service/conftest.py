@@ -1,0 +1,99 @@
+"""Fixtures for service tests: a small exported model and a real uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from PIL import Image
+
+from service.__main__ import build
+from service.settings import Settings
+from training.export import calibrate_batchnorm, export
+from training.model import ModelConfig, build_model
+
+MODEL_NAME = "tiny-pose"
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory) -> Path:
+    """A Triton-layout repository with a small, randomly initialised MargiPose export."""
+    repo = tmp_path_factory.mktemp("model_repository")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32,
+                                    name=MODEL_NAME), pretrained=False)
+    calibrate_batchnorm(model, batches=1, batch_size=2)
+    export(model, repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"})
+    return repo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    """A uvicorn server on a background thread (a real HTTP server on loopback)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.app, self.service, self.metrics = build(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port,
+                                log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{settings.port}"
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(model_repository) -> Iterator[RunningServer]:
+    settings = Settings(model_repository=model_repository, model_name=MODEL_NAME,
+                        port=free_port(), max_body_bytes=2_000_000, max_image_pixels=4_000_000,
+                        max_persons=4, max_batch_size=8)
+    with RunningServer(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def jpeg_bytes(width: int = 320, height: int = 240, seed: int = 0) -> bytes:
+    """A smooth random colour image as JPEG."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def run(coro):
+    """Run a coroutine to completion (no pytest-asyncio here)."""
+    return asyncio.run(coro)

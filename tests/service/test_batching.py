@@ -1,0 +1,329 @@
+"""The batcher's own logic, against a fake async backend that records every batch it sees.
+
+Each crop carries its id in every pixel, and the fake answers with that id, so a test can tell
+which crops went into which batch and whether every caller got back its own rows, in order.
+Timing bounds are loose (shared, noisy machines) but each one fails if the behaviour is wrong.
+"""
+
+import asyncio
+import contextlib
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher
+from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded
+
+
+class FakeBackend:
+    """Record each batch's crop ids; answer `id` and `twice` per crop after `delay` or `gate`."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.gate: asyncio.Event | None = None  # when set, each batch waits for it to open
+        self.error: Exception | None = None
+        self.batches: list[list[int]] = []
+
+    async def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        ids = x[:, 0, 0, 0].astype(np.int64)  # (N,)
+        self.batches.append(ids.tolist())
+        await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return {"id": ids, "twice": np.stack([ids, ids], axis=1) * 2.0}  # (N,), (N, 2)
+
+    def seen(self) -> set[int]:
+        return {i for batch in self.batches for i in batch}
+
+
+def run(main, timeout: float = 10.0) -> None:
+    """Run a test's coroutine function; a hang fails the test instead of stalling the suite."""
+
+    async def bounded() -> None:
+        async with asyncio.timeout(timeout):
+            await main()
+
+    asyncio.run(bounded())
+
+
+def crops(*ids: int) -> np.ndarray:
+    """Crops (k, 3, 256, 256) whose every pixel is the crop's id."""
+    return np.broadcast_to(np.array(ids, np.uint8)[:, None, None, None], (len(ids), 3, 256, 256))
+
+
+def after(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def until(condition, timeout: float = 2.0) -> None:
+    """Yield to the loop until `condition()` holds; fail after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+@contextlib.asynccontextmanager
+async def running(backend: FakeBackend, **options):
+    settings = {"max_batch_size": 8, "max_wait_s": 0.01, "max_queue": 64} | options
+    batcher = Batcher(backend, **settings)
+    batcher.start()
+    try:
+        yield batcher
+    finally:
+        await batcher.stop(drain=False)
+
+
+async def ids_of(batcher: Batcher, *ids: int, timeout: float = 5.0) -> list[int]:
+    out = await batcher.submit(crops(*ids), after(timeout))
+    assert out["twice"].tolist() == [[2.0 * i, 2.0 * i] for i in ids]
+    return out["id"].tolist()
+
+
+def test_concurrent_requests_share_one_batch_without_waiting_when_full():
+    async def main():
+        backend = FakeBackend()
+        async with running(backend, max_batch_size=8, max_wait_s=1.0) as batcher:
+            t0 = after(0)
+            results = await asyncio.gather(*(ids_of(batcher, i) for i in range(8)))
+            assert after(0) - t0 < 0.5  # a full batch does not wait out max_wait_s
+        assert results == [[i] for i in range(8)]
+        assert [sorted(b) for b in backend.batches] == [list(range(8))]
+
+    run(main)
+
+
+def test_max_batch_size_is_respected():
+    async def main():
+        backend = FakeBackend()
+        async with running(backend, max_batch_size=8) as batcher:
+            results = await asyncio.gather(*(ids_of(batcher, i) for i in range(20)))
+        assert results == [[i] for i in range(20)]
+        assert [len(b) for b in backend.batches] == [8, 8, 4]
+
+    run(main)
+
+
+def test_multi_crop_requests_get_their_own_rows_in_order_across_batches():
+    async def main():
+        backend = FakeBackend()
+        requests = [(0, 1, 2), (3, 4, 5, 6, 7), (8, 9, 10, 11)]
+        async with running(backend, max_batch_size=4) as batcher:
+            results = await asyncio.gather(*(ids_of(batcher, *r) for r in requests))
+        assert results == [list(r) for r in requests]
+        assert all(len(b) <= 4 for b in backend.batches)
+        assert backend.batches[:2] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # request 1 spans two
+
+    run(main)
+
+
+def test_a_lone_request_is_served_after_max_wait():
+    async def main():
+        backend = FakeBackend()
+        async with running(backend, max_batch_size=8, max_wait_s=0.2) as batcher:
+            t0 = after(0)
+            assert await ids_of(batcher, 7) == [7]
+            assert 0.18 <= after(0) - t0 < 1.0
+
+    run(main)
+
+
+def test_full_queue_rejects_at_once_with_retry_after_and_enqueues_nothing():
+    async def main():
+        backend = FakeBackend()
+        backend.gate = asyncio.Event()
+        async with running(backend, max_batch_size=2, max_wait_s=0, max_queue=4) as batcher:
+            first = asyncio.create_task(ids_of(batcher, 0, 1))
+            await until(lambda: batcher.in_flight == 2)  # blocked in the backend
+            second = asyncio.create_task(ids_of(batcher, 2, 3, 4))
+            await until(lambda: batcher.queue_depth == 3)
+            with pytest.raises(Overloaded) as rejected:
+                await batcher.submit(crops(5, 6), after(5))
+            assert rejected.value.retry_after >= 0.1
+            assert rejected.value.http_status == 429
+            assert batcher.queue_depth == 3
+            third = asyncio.create_task(ids_of(batcher, 7))  # one crop still fits
+            with pytest.raises(InvalidRequest):  # never fits: retrying would not help
+                await batcher.submit(crops(*range(8, 13)), after(5))
+            backend.gate.set()
+            assert await asyncio.gather(first, second, third) == [[0, 1], [2, 3, 4], [7]]
+        assert backend.seen() == {0, 1, 2, 3, 4, 7}
+
+    run(main)
+
+
+def test_deadline_passing_in_the_queue_drops_the_request_unseen():
+    async def main():
+        backend = FakeBackend()
+        backend.gate = asyncio.Event()
+        async with running(backend, max_batch_size=1) as batcher:
+            first = asyncio.create_task(ids_of(batcher, 0))
+            await until(lambda: batcher.in_flight == 1)
+            t0 = after(0)
+            with pytest.raises(DeadlineExceeded, match="in the queue"):
+                await batcher.submit(crops(1, 2), after(0.1))
+            assert after(0) - t0 < 0.3
+            assert batcher.queue_depth == 0
+            backend.gate.set()
+            assert await first == [0]
+            assert await ids_of(batcher, 3) == [3]
+        assert backend.seen() == {0, 3}
+
+    run(main)
+
+
+def test_deadline_during_inference_answers_promptly_and_spares_the_batch():
+    async def main():
+        backend = FakeBackend(delay=0.6)
+        async with running(backend, max_batch_size=2, max_wait_s=0.5) as batcher:
+            t0 = after(0)
+            late = asyncio.create_task(batcher.submit(crops(0), t0 + 0.1))
+            fine = asyncio.create_task(ids_of(batcher, 1))
+            with pytest.raises(DeadlineExceeded, match="during inference"):
+                await late
+            assert after(0) - t0 < 0.3
+            assert await fine == [1]
+        assert backend.batches == [[0, 1]]
+
+    run(main)
+
+
+def test_backend_error_fans_out_to_every_waiter_and_the_batcher_recovers():
+    async def main():
+        backend = FakeBackend()
+        async with running(backend, max_batch_size=3, max_wait_s=0.5) as batcher:
+            backend.error = RuntimeError("CUDA out of memory at 0xdeadbeef")
+            errors = await asyncio.gather(
+                *(batcher.submit(crops(i), after(5)) for i in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(e, BackendUnavailable) for e in errors)
+            assert errors[0] is errors[1] is errors[2]
+            assert "deadbeef" not in errors[0].message  # backend details stay in the logs
+
+            backend.error = Overloaded("triton queue is full", retry_after=2.0)
+            errors = await asyncio.gather(
+                *(batcher.submit(crops(i), after(5)) for i in range(3)), return_exceptions=True
+            )
+            assert all(e is backend.error for e in errors)  # service errors pass through
+
+            backend.error = None
+            assert await asyncio.gather(ids_of(batcher, 7), ids_of(batcher, 8)) == [[7], [8]]
+            assert batcher.queue_depth == batcher.in_flight == 0
+        assert [len(b) for b in backend.batches] == [3, 3, 2]
+
+    run(main)
+
+
+def test_cancelled_callers_free_their_slots_and_spare_the_others():
+    async def main():
+        backend = FakeBackend()
+        backend.gate = asyncio.Event()
+        async with running(backend, max_batch_size=2, max_wait_s=0, max_queue=4) as batcher:
+            in_flight = asyncio.create_task(ids_of(batcher, 0))
+            neighbour = asyncio.create_task(ids_of(batcher, 1))
+            await until(lambda: batcher.in_flight == 2)
+            queued = asyncio.create_task(ids_of(batcher, 2, 3, 4, 5))
+            await until(lambda: batcher.queue_depth == 4)
+            queued.cancel()
+            in_flight.cancel()
+            for task in (queued, in_flight):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert batcher.queue_depth == 0
+            backend.gate.set()
+            assert await neighbour == [1]
+            assert await ids_of(batcher, 6, 7, 8, 9) == [6, 7, 8, 9]
+            assert batcher.queue_depth == batcher.in_flight == 0
+        assert backend.seen() == {0, 1, 6, 7, 8, 9}
+
+    run(main)
+
+
+@pytest.mark.parametrize("concurrent", [1, 2])
+def test_max_concurrent_batches_bounds_the_batches_in_flight(concurrent):
+    async def main():
+        backend = FakeBackend()
+        backend.gate = asyncio.Event()
+        options = {"max_batch_size": 1, "max_wait_s": 0, "max_concurrent_batches": concurrent}
+        async with running(backend, **options) as batcher:
+            tasks = [asyncio.create_task(ids_of(batcher, i)) for i in range(3)]
+            await until(lambda: batcher.in_flight == concurrent)
+            await asyncio.sleep(0.05)
+            assert batcher.in_flight == concurrent
+            assert batcher.queue_depth == 3 - concurrent
+            backend.gate.set()
+            assert await asyncio.gather(*tasks) == [[0], [1], [2]]
+
+    run(main)
+
+
+def test_stop_with_drain_finishes_queued_work_and_refuses_new_requests():
+    async def main():
+        backend = FakeBackend()
+        backend.gate = asyncio.Event()
+        batcher = Batcher(backend, max_batch_size=2, max_wait_s=1.0, max_queue=8)
+        batcher.start()
+        tasks = [asyncio.create_task(ids_of(batcher, i, i + 10)) for i in range(3)]
+        await until(lambda: batcher.in_flight == 2)
+        stopping = asyncio.create_task(batcher.stop(drain=True))
+        await asyncio.sleep(0.01)
+        with pytest.raises(BackendUnavailable, match="shutting down"):
+            await batcher.submit(crops(9), after(5))
+        backend.gate.set()
+        await stopping
+        assert await asyncio.gather(*tasks) == [[i, i + 10] for i in range(3)]
+        assert len(backend.batches) == 3
+
+    run(main)
+
+
+def test_stop_without_drain_fails_queued_and_in_flight_work():
+    async def main():
+        backend = FakeBackend()
+        backend.gate = asyncio.Event()  # never opens
+        batcher = Batcher(backend, max_batch_size=1, max_wait_s=0, max_queue=8)
+        batcher.start()
+        tasks = [asyncio.create_task(batcher.submit(crops(i), after(5))) for i in range(3)]
+        await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 2)
+        async with asyncio.timeout(1.0):
+            await batcher.stop(drain=False)
+        errors = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(e, BackendUnavailable) for e in errors), errors
+        assert batcher.queue_depth == batcher.in_flight == 0
+        assert backend.batches == [[0]]
+
+    run(main)
+
+
+def test_on_batch_observer_sees_sizes_queue_waits_and_inference_time():
+    async def main():
+        backend = FakeBackend(delay=0.05)
+        seen: list[tuple[int, list[float], float]] = []
+        def observe(size: int, queue_wait_s: list[float], infer_s: float) -> None:
+            seen.append((size, queue_wait_s, infer_s))
+
+        async with running(backend, max_batch_size=4, max_wait_s=0.01, on_batch=observe) as b:
+            await asyncio.gather(ids_of(b, 0, 1, 2), ids_of(b, 3, 4, 5))
+        assert [size for size, _, _ in seen] == [4, 2]
+        assert all(len(waits) == size for size, waits, _ in seen)
+        assert all(0 <= w < 1.0 for _, waits, _ in seen for w in waits)
+        assert seen[1][1][0] > seen[0][1][0]  # the second batch's crops waited for the first
+        assert all(0.04 <= infer_s < 1.0 for _, _, infer_s in seen)
+
+    run(main)
+
+
+def test_rows_come_back_in_order_when_concurrent_batches_finish_out_of_order():
+    async def first_batch_slowest(x: np.ndarray) -> dict[str, np.ndarray]:
+        ids = x[:, 0, 0, 0].astype(np.int64)
+        await asyncio.sleep(0.1 if ids[0] == 0 else 0.0)
+        return {"id": ids}
+
+    async def main():
+        options = {"max_batch_size": 2, "max_wait_s": 0, "max_concurrent_batches": 2}
+        async with running(first_batch_slowest, **options) as batcher:
+            out = await batcher.submit(crops(0, 1, 2, 3), after(5))
+        assert out["id"].tolist() == [0, 1, 2, 3]
+
+    run(main)
