@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test lint summary export bench
+.PHONY: install test serve summary export bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Serve the embedded default model from model_repository/. While no trained model is committed
+# there (the default-model issue), serve an UNTRAINED export from build/ instead, and say so.
+MODEL ?= margipose-lite
+serve: install
+	@if [ -d model_repository/$(MODEL) ]; then \
+	    $(BIN)/serve --model-name $(MODEL) --model-repository model_repository; \
+	else \
+	    echo "No trained $(MODEL) in model_repository/: serving an UNTRAINED export"; \
+	    [ -d build/model_repository/$(MODEL) ] || \
+	        $(BIN)/margipose-export --variant $(MODEL) --repository build/model_repository; \
+	    $(BIN)/serve --model-name $(MODEL) --model-repository build/model_repository; \
+	fi
 
 summary: install
 	$(BIN)/margipose-summary

@@ -3,6 +3,9 @@
 import base64
 import io
 import json
+import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -168,3 +171,16 @@ def test_openapi_documents_v1(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/predict", "/v1/model", "/health/live", "/health/ready"} <= set(paths)
     assert client.get("/docs").status_code == 200
+
+
+def test_promtool_accepts_the_exposition(client):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("MARGIPOSE_REQUIRE_PROMTOOL"):
+            pytest.fail("promtool is required here (.ci/run installs Debian's prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    client.post("/v1/predict", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})
+    exposition = client.get("/metrics").content
+    done = subprocess.run([promtool, "check", "metrics"], input=exposition,
+                          capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
