@@ -19,6 +19,9 @@ from posecontract.geometry import (
 from posecontract.skeleton import ROOT
 
 _FD_STEP = 1e-4  # finite-difference step in normalised units for the Jacobian
+# Fallback when the knee-neck prior cannot apply: crops frame people at 1.5x their extent,
+# so a 1.7 m person's crop is about 2.55 m wide at the pelvis.
+CROP_WIDTH_PRIOR_MM = 2550.0
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class PersonPose:
     normalised: np.ndarray     # (17, 3) the model's output
     uncertainty_mm: np.ndarray  # (17, 3) one standard deviation per camera axis, mm
     root_depth_mm: float
-    root_depth_source: str     # "request" or "knee_neck_prior"
+    root_depth_source: str     # "request", "knee_neck_prior" or "crop_size_prior"
 
 
 def _to_camera(ndc: np.ndarray, crop: Crop, z_ref: float) -> np.ndarray:
@@ -62,13 +65,21 @@ def uncertainty_mm(ndc: np.ndarray, std: np.ndarray, crop: Crop, z_ref: float) -
     return np.sqrt(var)
 
 
+def crop_size_depth(crop: Crop) -> float:
+    """Root depth at which the crop is CROP_WIDTH_PRIOR_MM wide: a person-sized crop."""
+    return CROP_WIDTH_PRIOR_MM * crop.camera.fx / crop.size
+
+
 def person_pose(ndc: np.ndarray, std: np.ndarray, crop: Crop,
                 root_depth_mm: float | None = None) -> PersonPose:
     """Turn one crop's normalised output into a PersonPose in the original camera."""
     ndc = np.asarray(ndc, dtype=np.float64)
     std = np.asarray(std, dtype=np.float64)
     if root_depth_mm is None:
-        z_ref, source = float(root_depth_from_scale(ndc, crop)), "knee_neck_prior"
+        try:
+            z_ref, source = float(root_depth_from_scale(ndc, crop)), "knee_neck_prior"
+        except ValueError:  # a collapsed skeleton has no knee-neck length to measure
+            z_ref, source = crop_size_depth(crop), "crop_size_prior"
     else:
         z_ref, source = float(root_depth_mm), "request"
     camera_mm = _to_camera(ndc, crop, z_ref)

@@ -96,7 +96,7 @@ class Person(BaseModel):
     box_source: Literal["request", "auto"]
     crop: dict = Field(description="crop centre (u, v) and side in original pixels")
     root_depth_mm: float
-    root_depth_source: Literal["request", "knee_neck_prior"]
+    root_depth_source: Literal["request", "knee_neck_prior", "crop_size_prior"]
     joints: list[Joint]
     heatmaps: Heatmaps | None = None
 
