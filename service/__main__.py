@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import typing
 
 import uvicorn
 
+from service.access import Access, Authenticator, RateLimiter, load_tokens
 from service.backends.local import LocalBackend
 from service.core import PoseService
 from service.metrics import Metrics
@@ -24,7 +26,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Serve MargiPose over REST.")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        p.add_argument(flag, default=None, help=(field.description or "").strip() or None)
+        many = "+" if typing.get_origin(field.annotation) is list else None
+        p.add_argument(flag, default=None, nargs=many,
+                       help=(field.description or "").strip() or None)
     return p
 
 
@@ -35,7 +39,11 @@ def build(settings: Settings) -> tuple:
                            warmup_batch_sizes=(1, settings.max_batch_size))
     metrics = Metrics()
     service = PoseService(settings, backend, observer=metrics.observe_batch)
-    return create_app(service, metrics), service, metrics
+    access = Access(
+        Authenticator(load_tokens(settings.auth_tokens, settings.auth_token_file)),
+        RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
+    )
+    return create_app(service, metrics, access), service, metrics
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from service.access import Access, Authenticator, RateLimiter, retry_after_header
 from service.core import PoseService
 from service.errors import InvalidRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.metrics import CONTENT_TYPE, Metrics
@@ -81,12 +81,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _error_response(exc: ServiceError, request_id: str) -> JSONResponse:
     headers = {"X-Request-ID": request_id}
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        headers["Retry-After"] = retry_after_header(exc.retry_after)
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
 
 
-def create_app(service: PoseService, metrics: Metrics) -> FastAPI:
-    """Assemble the FastAPI app around a PoseService (started and stopped with the app)."""
+def create_app(service: PoseService, metrics: Metrics, access: Access | None = None
+               ) -> FastAPI:
+    """Assemble the FastAPI app around a PoseService (started and stopped with the app).
+
+    `access` (authentication and rate limits) guards the predict and model routes; health
+    and metrics stay open for orchestrators and scrapers.
+    """
+    access = access or Access(Authenticator([]), RateLimiter(0, 1))
+
+    def admit(request: Request) -> None:
+        peer = request.client.host if request.client else "unknown"
+        access.admit(request.headers.get("authorization"), peer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -127,6 +139,7 @@ def create_app(service: PoseService, metrics: Metrics) -> FastAPI:
     v1 = APIRouter()
 
     async def predict(request: Request) -> PredictResponse:
+        admit(request)
         limit = service.settings.max_body_bytes
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
@@ -158,7 +171,8 @@ def create_app(service: PoseService, metrics: Metrics) -> FastAPI:
                      include_in_schema=False)
 
     @v1.get("/v1/model", summary="The served model: skeleton, input size, name, version")
-    async def model() -> dict:
+    async def model(request: Request) -> dict:
+        admit(request)
         return service.model_description()
 
     @v1.get("/health/live")

@@ -54,5 +54,14 @@ class Settings(BaseSettings):
     root_depth_prior: Literal["knee_neck"] = "knee_neck"
     """How root depth is inferred when a request gives none: 920 mm knee-neck length."""
 
+    auth_tokens: list[str] = []
+    """Bearer tokens accepted on predict and model routes; empty (and no file) = no auth."""
+    auth_token_file: Path | None = None
+    """File with one bearer token per line (# comments allowed), added to auth_tokens."""
+    rate_limit_rps: float = Field(0.0, ge=0)
+    """Requests per second allowed per client (token, else address); 0 disables the limit."""
+    rate_limit_burst: int = Field(10, ge=1)
+    """Requests a client may send at once before the per-second rate applies."""
+
     log_level: str = "info"
     """Logging level."""
