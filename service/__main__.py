@@ -9,11 +9,11 @@ win over the environment.
 from __future__ import annotations
 
 import argparse
-import logging
 import typing
 
 import uvicorn
 
+from service import logs
 from service.access import Access, Authenticator, RateLimiter, load_tokens
 from service.backends.local import LocalBackend
 from service.core import PoseService
@@ -49,10 +49,7 @@ def build(settings: Settings) -> tuple:
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     settings = Settings(**{k: v for k, v in vars(args).items() if v is not None})
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(settings.log_level)
     app, _, _ = build(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=30)

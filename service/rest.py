@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from service import logs
 from service.access import Access, Authenticator, RateLimiter, retry_after_header
 from service.core import PoseService
 from service.errors import InvalidRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
@@ -26,6 +27,7 @@ from service.metrics import CONTENT_TYPE, Metrics
 from service.schemas import PredictOptions, PredictResponse
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("margipose.access")
 
 OPTION_FIELDS = ("boxes", "fx", "fy", "cx", "cy", "root_depth_mm", "heatmaps", "timeout_s")
 
@@ -120,6 +122,7 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
     @app.middleware("http")
     async def observe(request: Request, call_next):
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = logs.request_id.set(request.state.request_id)
         route = request.url.path
         start = time.perf_counter()
         metrics.in_flight.inc()
@@ -134,6 +137,12 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
             metrics.requests.labels(route, "rest", str(response.status_code)).inc()
             metrics.latency.labels(route, "rest").observe(time.perf_counter() - start)
         response.headers["X-Request-ID"] = request.state.request_id
+        access_log.info("%s %s %d", request.method, route, response.status_code, extra={
+            "method": request.method, "path": route, "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+            "client": request.client.host if request.client else None,
+        })
+        logs.request_id.reset(token)
         return response
 
     v1 = APIRouter()
