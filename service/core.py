@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 CROP_MARGIN = 1.5
 MIN_CROP_SIDE = 16.0  # pixels; below this the second auto-crop pass keeps the first crop
 HEATMAP_KEYS = ("heatmap_xy", "heatmap_zy", "heatmap_xz")
+# JPEG draft decoding keeps at least this many pixels on the image's shorter side: a person a
+# third of the frame tall still gets ~256 decoded pixels for the 256-pixel crop, while a
+# 12-megapixel photo decodes at a quarter of its size.
+DRAFT_MIN_SIDE = 720
 
 
 @dataclass
@@ -106,7 +110,7 @@ class PoseService:
         decoded = await asyncio.to_thread(
             decode_image, data, content_type=content_type,
             max_bytes=self.settings.max_body_bytes, max_pixels=self.settings.max_image_pixels,
-            min_detail=INPUT_SIZE,
+            min_detail=DRAFT_MIN_SIDE,
         )
         timings["decode"] = _ms(t)
         check_options(options, decoded.width, decoded.height, self.settings.max_persons)
