@@ -21,9 +21,10 @@ from posecontract.layout import INPUT_SIZE
 from posecontract.skeleton import JOINT_NAMES, PARENTS
 from service.backends.base import Backend
 from service.batching import Batcher
-from service.errors import BackendUnavailable, DeadlineExceeded
+from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest
 from service.imaging import DecodedImage, crop_for_model, decode_image
 from service.postprocess import PersonPose, person_pose
+from service.render import render_pose_png
 from service.schemas import (
     Box,
     CameraIntrinsics,
@@ -98,6 +99,24 @@ class PoseService:
     async def predict(self, data: bytes, content_type: str | None,
                       options: PredictOptions) -> PredictResponse:
         """Estimate the pose of each requested person (or of the one person found)."""
+        return (await self._predict(data, content_type, options))[0]
+
+    async def render(self, data: bytes, content_type: str | None, options: PredictOptions,
+                     joint: str) -> bytes:
+        """A PNG of the poses: 2D overlay, 3D view and the first person's heatmaps of `joint`."""
+        if joint not in JOINT_NAMES:
+            raise InvalidRequest(f"Unknown joint {joint!r}; joints are {', '.join(JOINT_NAMES)}")
+        options = options.model_copy(update={"heatmaps": "f16"})
+        response, decoded = await self._predict(data, content_type, options)
+        maps = None
+        if response.persons:
+            hm = response.persons[0].heatmaps
+            maps = np.frombuffer(base64.b64decode(hm.data), "<f2").reshape(hm.shape)
+            maps = maps.astype(np.float32)
+        return await asyncio.to_thread(render_pose_png, decoded.image, response, joint, maps)
+
+    async def _predict(self, data: bytes, content_type: str | None, options: PredictOptions
+                       ) -> tuple[PredictResponse, DecodedImage]:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         timeout = self.settings.request_timeout_s
@@ -140,7 +159,7 @@ class PoseService:
         timings["postprocess"] = _ms(t)
         timings["total"] = _ms(start)
         info = self.backend.info()
-        return PredictResponse(
+        response = PredictResponse(
             model={"name": info.name, "version": info.version, "backend": self.backend.kind},
             image={"width": decoded.width, "height": decoded.height},
             intrinsics=CameraIntrinsics(fx=intrinsics.fx, fy=intrinsics.fy,
@@ -149,6 +168,7 @@ class PoseService:
             persons=persons,
             timings_ms=timings,
         )
+        return response, decoded
 
     def _intrinsics(self, options: PredictOptions, decoded: DecodedImage
                     ) -> tuple[Intrinsics, str]:

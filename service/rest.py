@@ -3,7 +3,8 @@
 POST /v1/predict (alias /predict) takes either a multipart form with an `image` file, or a raw
 image body (Content-Type image/*) with options as query parameters. Options (form fields or
 query parameters): `boxes` (JSON list of [x, y, w, h]), `fx`, `fy`, `cx`, `cy` (all four or
-none), `root_depth_mm`, `heatmaps` (none|f16|png), `timeout_s`.
+none), `root_depth_mm`, `heatmaps` (none|f16|png), `timeout_s`. POST /v1/render takes the same
+plus `joint` (whose heatmaps to draw) and returns a PNG.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
 
     v1 = APIRouter()
 
-    async def predict(request: Request) -> PredictResponse:
+    async def read_request(request: Request, extra: tuple[str, ...] = ()
+                           ) -> tuple[bytes, str | None, PredictOptions, dict[str, str]]:
+        """Body and options of a predict-like request; `extra` names route-specific fields."""
         admit(request)
         limit = service.settings.max_body_bytes
         content_type = request.headers.get("content-type", "")
@@ -160,15 +163,19 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
                 # A file under any other name is an unknown option too.
                 fields = {k: v if isinstance(v, str) else "" for k, v in form.multi_items()
                           if k != "image"}
-                options = options_from_fields(fields)
                 data, image_type = await upload.read(), upload.content_type
         elif content_type.startswith("application/x-www-form-urlencoded"):
             raise UnsupportedMediaType(
                 "Send the image as multipart/form-data (field `image`) or as a raw image body"
             )
         else:
-            options = options_from_fields(dict(request.query_params))
+            fields = dict(request.query_params)
             data, image_type = await _read_body(request, limit), content_type or None
+        specific = {k: fields.pop(k) for k in extra if k in fields}
+        return data, image_type, options_from_fields(fields), specific
+
+    async def predict(request: Request) -> PredictResponse:
+        data, image_type, options, _ = await read_request(request)
         result = await service.predict(data, image_type, options)
         metrics.persons.observe(len(result.persons))
         metrics.observe_timings(result.timings_ms)
@@ -176,6 +183,14 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
 
     v1.add_api_route("/v1/predict", predict, methods=["POST"], response_model=PredictResponse,
                      summary="Estimate 3D poses in an image")
+    async def render(request: Request) -> Response:
+        data, image_type, options, specific = await read_request(request, ("joint",))
+        png = await service.render(data, image_type, options, specific.get("joint", "left_wrist"))
+        return Response(png, media_type="image/png")
+
+    v1.add_api_route("/v1/render", render, methods=["POST"], response_class=Response,
+                     summary="Draw the poses: 2D overlay, 3D view, heatmaps of one joint",
+                     responses={200: {"content": {"image/png": {}}}})
     v1.add_api_route("/predict", predict, methods=["POST"], response_model=PredictResponse,
                      include_in_schema=False)
 

@@ -184,3 +184,15 @@ def test_promtool_accepts_the_exposition(client):
     done = subprocess.run([promtool, "check", "metrics"], input=exposition,
                           capture_output=True, timeout=30)
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+
+def test_render_returns_a_png_with_three_panels(client):
+    files = {"image": ("p.jpg", jpeg_bytes(seed=4), "image/jpeg")}
+    r = client.post("/v1/render", files=files,
+                    data={"boxes": "[[60, 40, 120, 160]]", "joint": "right_knee"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    picture = Image.open(io.BytesIO(r.content))
+    assert picture.size == (3 * 512, 512)
+    _error(client.post("/v1/render", files=files, data={"joint": "tail"}),
+           422, "invalid_request", "Unknown joint 'tail'")
