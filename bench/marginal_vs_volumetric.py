@@ -54,7 +54,6 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,7 +61,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.report import describe_machine, machine_info, markdown_table, median_and_p90, write_json
+from bench.report import (
+    add_common_args,
+    apply_common_args,
+    describe_machine,
+    markdown_table,
+    median_and_p90,
+    write_json,
+)
 from posecontract.layout import HEATMAP_SIZE
 from training.heatmaps import (
     cell_centres,
@@ -345,24 +351,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--head", choices=list(HEADS), action="append",
                    help="head to measure (repeatable; default: all)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch intra-op threads (default 2, the cores of our dev machine)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed forwards before timing")
-    p.add_argument("--iters", type=int, default=10, help="timed forwards at batch 1")
-    p.add_argument("--seed", type=int, default=0, help="weight init and input seed")
-    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_common_args(p, warmup=2, warmup_help="untimed forwards before timing",
+                    iters_help="timed forwards at batch 1")
     return p
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.threads < 1 or args.iters < 1 or args.warmup < 0:
-        raise SystemExit(f"Need --threads >= 1, --iters >= 1 and --warmup >= 0; got "
-                         f"{args.threads}, {args.iters} and {args.warmup}")
-    if min(args.batch_sizes) < 1:
-        raise SystemExit(f"Batch sizes must be positive, got {args.batch_sizes}")
-    torch.set_num_threads(args.threads)
-    machine = machine_info()  # at the start: the date is when measuring began
+    machine = apply_common_args(args)
     names = args.head or list(HEADS)
     heads, memory = measure(names, args.batch_sizes, args.warmup, args.iters, args.threads,
                             args.seed)

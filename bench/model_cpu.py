@@ -20,13 +20,19 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from bench.report import describe_machine, machine_info, markdown_table, median_and_p90, write_json
+from bench.report import (
+    add_common_args,
+    apply_common_args,
+    describe_machine,
+    markdown_table,
+    median_and_p90,
+    write_json,
+)
 from posecontract.layout import INPUT
 from training.export import ServingModel, calibrate_batchnorm, to_torchscript
 from training.model import VARIANTS, MargiPose, build_model, variant_config
@@ -101,24 +107,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", choices=sorted(VARIANTS), action="append",
                    help="variant to time (repeatable; default: all)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch intra-op threads (default 2, the cores of our dev machine)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls per form and batch size")
-    p.add_argument("--iters", type=int, default=10, help="timed calls per form and batch size")
-    p.add_argument("--seed", type=int, default=0, help="weight init and input seed")
-    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_common_args(p, warmup=3, warmup_help="untimed calls per form and batch size",
+                    iters_help="timed calls per form and batch size")
     return p
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.threads < 1 or args.iters < 1 or args.warmup < 0:
-        raise SystemExit(f"Need --threads >= 1, --iters >= 1 and --warmup >= 0; got "
-                         f"{args.threads}, {args.iters} and {args.warmup}")
-    if min(args.batch_sizes) < 1:
-        raise SystemExit(f"Batch sizes must be positive, got {args.batch_sizes}")
-    torch.set_num_threads(args.threads)
-    machine = machine_info()  # at the start: the date is when measuring began
+    machine = apply_common_args(args)
     variants = args.variant or list(VARIANTS)
     rows = [row for name in variants
             for row in bench_variant(name, args.batch_sizes, args.warmup, args.iters, args.seed)]

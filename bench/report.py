@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -67,3 +68,26 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write benchmark results as indented JSON, creating the parent folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def add_common_args(p: argparse.ArgumentParser, warmup: int, warmup_help: str,
+                    iters_help: str) -> None:
+    """The flags every model benchmark shares: batch sizes, threads, warm-up, iterations."""
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch intra-op threads (default 2, the cores of our dev machine)")
+    p.add_argument("--warmup", type=int, default=warmup, help=warmup_help)
+    p.add_argument("--iters", type=int, default=10, help=iters_help)
+    p.add_argument("--seed", type=int, default=0, help="weight init and input seed")
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+
+
+def apply_common_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate the shared flags, set the torch thread count, and return the machine info."""
+    if args.threads < 1 or args.iters < 1 or args.warmup < 0:
+        raise SystemExit(f"Need --threads >= 1, --iters >= 1 and --warmup >= 0; got "
+                         f"{args.threads}, {args.iters} and {args.warmup}")
+    if min(args.batch_sizes) < 1:
+        raise SystemExit(f"Batch sizes must be positive, got {args.batch_sizes}")
+    torch.set_num_threads(args.threads)
+    return machine_info()  # at the start: the date is when measuring began
