@@ -5,16 +5,26 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test serve summary export bench
+.PHONY: install test serve proto summary export bench triton-env
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[serve,train,dev]"
+	$(BIN)/pip install --quiet -e ".[serve,train,dev,triton]"
 	touch $@
 
 install: $(VENV)/.installed
+
+# A real Triton server for the tests (tests/triton_server.py): the tritonserver binary bundled in
+# nvidia-pytriton, in its own venv because pytriton pins numpy<2; torch runs the CPU twin's model.py.
+TRITON_VENV ?= .venv-triton
+$(TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet "$(TORCH_SPEC)" nvidia-pytriton==0.7.0
+	touch $@
+
+triton-env: $(TRITON_VENV)/.installed
 
 test: install
 	$(BIN)/ruff check .
@@ -32,6 +42,13 @@ serve: install
 	        $(BIN)/margipose-export --variant $(MODEL) --repository build/model_repository; \
 	    $(BIN)/serve --model-name $(MODEL) --model-repository build/model_repository; \
 	fi
+
+# gRPC stubs from proto/ into service/grpc_gen/ (committed; a test fails if they drift). The
+# -I mapping makes the generated imports read `service.grpc_gen.pose.v1`.
+PROTOC_ARGS := -Iservice/grpc_gen=proto --python_out=. --pyi_out=. --grpc_python_out=. \
+	proto/pose/v1/pose.proto
+proto: install
+	$(BIN)/python -m grpc_tools.protoc $(PROTOC_ARGS)
 
 summary: install
 	$(BIN)/margipose-summary

@@ -15,7 +15,12 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:
-    """Request, stage, batching and model metrics."""
+    """Request, stage, batching and model metrics.
+
+    Requests are labelled by transport: REST with the URL path and HTTP status, gRPC with the
+    full method name (`/pose.v1.PoseService/Predict`) and status code name (`OK`,
+    `INVALID_ARGUMENT`, ...); each StreamPredict frame counts as one request.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -17,9 +17,13 @@ class Settings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
-    """Interface the REST server binds to."""
+    """Interface the REST and gRPC servers bind to."""
     port: int = 8080
     """REST port."""
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    """gRPC port (pose.v1.PoseService, grpc.health.v1, reflection); 0 runs no gRPC server."""
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    """On SIGTERM/SIGINT, how long both servers let requests in flight finish."""
 
     backend: Literal["local"] = "local"
     """`local` runs the exported TorchScript model in-process."""

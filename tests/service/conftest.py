@@ -1,4 +1,4 @@
-"""Fixtures for service tests: a small exported model and a real uvicorn server."""
+"""Fixtures for service tests: a small exported model and a real gateway (REST and gRPC)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from PIL import Image
 
-from service.__main__ import build
+from service.__main__ import Gateway
 from service.settings import Settings
 from training.export import calibrate_batchnorm, export
 from training.model import ModelConfig, build_model
@@ -44,36 +43,47 @@ def free_port() -> int:
 
 
 class RunningServer:
-    """A uvicorn server on a background thread (a real HTTP server on loopback)."""
+    """The gateway (REST and gRPC in one event loop) on a background thread, on loopback."""
 
     def __init__(self, settings: Settings):
+        if "grpc_port" not in settings.model_fields_set:  # never the fixed default in tests
+            settings = settings.model_copy(update={"grpc_port": free_port()})
         self.settings = settings
-        self.app, self.service, self.metrics = build(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port,
-                                log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.gateway = Gateway(settings)
+        self.app, self.service, self.metrics = self.gateway.app, self.gateway.service, \
+            self.gateway.metrics
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.url = f"http://127.0.0.1:{settings.port}"
+        self.grpc_target = f"127.0.0.1:{settings.grpc_port}"
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_until_complete(self.gateway.serve())
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
 
     def __enter__(self) -> RunningServer:
         self.thread.start()
         deadline = time.monotonic() + 60
-        while not self.server.started:
+        while not self.gateway.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
+                raise RuntimeError("the gateway did not start")
             time.sleep(0.05)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.loop.call_soon_threadsafe(self.gateway.stop)
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the gateway did not stop"
 
 
 @pytest.fixture(scope="module")
 def server(model_repository) -> Iterator[RunningServer]:
     settings = Settings(model_repository=model_repository, model_name=MODEL_NAME,
-                        port=free_port(), max_body_bytes=2_000_000, max_image_pixels=4_000_000,
-                        max_persons=4, max_batch_size=8)
+                        port=free_port(), grpc_port=free_port(), max_body_bytes=2_000_000,
+                        max_image_pixels=4_000_000, max_persons=4, max_batch_size=8)
     with RunningServer(settings) as running:
         yield running
 

@@ -1,0 +1,367 @@
+"""gRPC adapter (grpc.aio): converts pose.v1 messages to core calls and ServiceErrors to codes.
+
+Predict and GetModel answer a failure with the error's gRPC code (`ServiceError.grpc_code`)
+and message, plus trailing metadata `x-request-id` and, when set, `retry-after`. StreamPredict
+answers every frame in order, a failed one with `PredictResponse.error`, and keeps going. The
+same server carries grpc.health.v1 (SERVING only while the backend is ready) and reflection.
+The service definition and its contract are in proto/pose/v1/pose.proto.
+
+Access control is REST's (`service.access`): metadata `authorization: Bearer <token>` on
+Predict and GetModel, and once per StreamPredict call (which fails UNAUTHENTICATED without it);
+rate limits count every Predict, GetModel and StreamPredict frame (a limited frame is answered
+inline, RESOURCE_EXHAUSTED with retry_after). Health and reflection stay open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.unknown_fields import UnknownFieldSet
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pydantic import ValidationError
+
+from service import logs
+from service.access import Access, Authenticator, RateLimiter
+from service.core import PoseService
+from service.errors import InvalidRequest, ServiceError
+from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
+from service.metrics import Metrics
+from service.schemas import Person, PredictOptions, PredictResponse
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("margipose.access")
+
+SERVICE_NAME = pose_pb2.DESCRIPTOR.services_by_name["PoseService"].full_name  # pose.v1.PoseService
+PREDICT = f"/{SERVICE_NAME}/Predict"  # metrics route labels: the full gRPC method names
+STREAM_PREDICT = f"/{SERVICE_NAME}/StreamPredict"
+GET_MODEL = f"/{SERVICE_NAME}/GetModel"
+
+# Room for a request's other fields around an image of max_body_bytes; anything bigger is
+# refused by gRPC itself with RESOURCE_EXHAUSTED.
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+STREAM_WINDOW = 4  # frames of one stream in the core at once (they may share batches)
+READINESS_POLL_S = 1.0  # how often the health service asks the backend whether it is ready
+
+_HEATMAPS_IN = {
+    pose_pb2.HEATMAP_FORMAT_NONE: "none",
+    pose_pb2.HEATMAP_FORMAT_F16: "f16",
+    pose_pb2.HEATMAP_FORMAT_PNG: "png",
+}
+_HEATMAPS_OUT = {name: value for value, name in _HEATMAPS_IN.items()}
+_FIELDS = [f.name for f in pose_pb2.PredictRequest.DESCRIPTOR.fields]
+
+
+def options_from_request(request: pose_pb2.PredictRequest) -> PredictOptions:
+    """Build PredictOptions from a request; InvalidRequest on unknown fields or bad values."""
+    # Like REST's unknown options: a field this server does not know would otherwise be ignored.
+    unknown = sorted({f.field_number for f in UnknownFieldSet(request)})
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown PredictRequest fields (numbers) {unknown}; allowed: {', '.join(_FIELDS)}"
+        )
+    raw: dict = {
+        "boxes": [{"x": b.x, "y": b.y, "w": b.w, "h": b.h} for b in request.boxes],
+        # An enum value this server does not know goes through as is, and pydantic names it.
+        "heatmaps": _HEATMAPS_IN.get(request.heatmaps, request.heatmaps),
+    }
+    if request.HasField("intrinsics"):
+        k = request.intrinsics
+        raw["intrinsics"] = {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy}
+    for name in ("root_depth_mm", "timeout_s"):
+        if request.HasField(name):
+            raw[name] = getattr(request, name)
+    try:
+        return PredictOptions.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"Invalid option {where}: {first['msg']}") from None
+
+
+def response_to_proto(result: PredictResponse, request_id: str) -> pose_pb2.PredictResponse:
+    """Convert the core's response to its pose.v1 message."""
+    k = result.intrinsics
+    return pose_pb2.PredictResponse(
+        model=pose_pb2.ModelInfo(**result.model),
+        image=pose_pb2.ImageSize(**result.image),
+        intrinsics=pose_pb2.CameraIntrinsics(fx=k.fx, fy=k.fy, cx=k.cx, cy=k.cy),
+        intrinsics_source=result.intrinsics_source,
+        persons=[_person_to_proto(p) for p in result.persons],
+        timings_ms=result.timings_ms,
+        request_id=request_id,
+    )
+
+
+def _person_to_proto(person: Person) -> pose_pb2.Person:
+    b = person.box
+    centre = person.crop["centre"]
+    message = pose_pb2.Person(
+        box=pose_pb2.Box(x=b.x, y=b.y, w=b.w, h=b.h),
+        box_source=person.box_source,
+        crop=pose_pb2.Crop(centre=pose_pb2.Vec2(x=centre[0], y=centre[1]),
+                           side=person.crop["side"]),
+        root_depth_mm=person.root_depth_mm,
+        root_depth_source=person.root_depth_source,
+        joints=[
+            pose_pb2.Joint(name=j.name, pixel=pose_pb2.Vec2(x=j.pixel[0], y=j.pixel[1]),
+                           camera_mm=_vec3(j.camera_mm), relative_mm=_vec3(j.relative_mm),
+                           normalised=_vec3(j.normalised), uncertainty_mm=_vec3(j.uncertainty_mm))
+            for j in person.joints
+        ],
+    )
+    if person.heatmaps is not None:
+        h = person.heatmaps
+        # The core encodes for JSON; gRPC carries the bytes themselves.
+        message.heatmaps.CopyFrom(pose_pb2.Heatmaps(
+            format=_HEATMAPS_OUT[h.format], shape=h.shape, dtype=h.dtype,
+            data=base64.b64decode(h.data), scale=h.scale or [],
+        ))
+    return message
+
+
+def _vec3(v: tuple[float, float, float]) -> pose_pb2.Vec3:
+    return pose_pb2.Vec3(x=v[0], y=v[1], z=v[2])
+
+
+def model_to_proto(description: dict) -> pose_pb2.ModelDescription:
+    """Convert `PoseService.model_description()` to its pose.v1 message."""
+    card = struct_pb2.Struct()
+    card.update(description["card"])
+    return pose_pb2.ModelDescription(
+        name=description["name"], version=description["version"],
+        backend=description["backend"], input_size=description["input_size"],
+        joints=description["joints"], parents=description["parents"], card=card,
+    )
+
+
+def error_to_proto(exc: ServiceError) -> pose_pb2.Error:
+    """The inline error of a failed StreamPredict frame."""
+    error = pose_pb2.Error(code=exc.code, message=exc.message)
+    if exc.retry_after is not None:
+        error.retry_after = exc.retry_after
+    return error
+
+
+def _trailers(exc: ServiceError, request_id: str) -> tuple[tuple[str, str], ...]:
+    trailers = (("x-request-id", request_id),)
+    if exc.retry_after is not None:  # whole seconds, as REST's Retry-After header
+        trailers += (("retry-after", str(max(1, math.ceil(exc.retry_after)))),)
+    return trailers
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for k, value in context.invocation_metadata() or ():
+        if k == key and isinstance(value, str):
+            return value
+    return None
+
+
+def _request_id(given: str, context: grpc.aio.ServicerContext | None) -> str:
+    """The request's own id, else the call's `x-request-id` metadata, else a new one."""
+    return given or (context and _metadata(context, "x-request-id")) or uuid.uuid4().hex
+
+
+def peer_host(peer: str) -> str:
+    """The client address of a gRPC peer (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`), as REST's."""
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return address.rpartition(":")[0].strip("[]")
+    return peer or "unknown"
+
+
+class _Call:
+    """What one call (or stream) brings with it: the client's credentials and address."""
+
+    def __init__(self, context: grpc.aio.ServicerContext):
+        self.authorization = _metadata(context, "authorization")
+        self.peer = peer_host(context.peer() or "")
+
+
+class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
+    """pose.v1.PoseService over a PoseService: convert, delegate, convert back."""
+
+    def __init__(self, service: PoseService, metrics: Metrics, access: Access | None = None):
+        self.service = service
+        self.metrics = metrics
+        self.access = access or Access(Authenticator([]), RateLimiter(0, 1))
+
+    async def Predict(self, request: pose_pb2.PredictRequest,
+                      context: grpc.aio.ServicerContext) -> pose_pb2.PredictResponse:
+        request_id = _request_id(request.request_id, context)
+        call = _Call(context)
+        try:
+            with self._observe(PREDICT, request_id, call):
+                self.access.admit(call.authorization, call.peer)
+                return await self._predict(request, request_id, context.time_remaining())
+        except ServiceError as exc:
+            await context.abort(exc.grpc_code, exc.message, _trailers(exc, request_id))
+
+    async def StreamPredict(self, requests: AsyncIterator[pose_pb2.PredictRequest],
+                            context: grpc.aio.ServicerContext
+                            ) -> AsyncIterator[pose_pb2.PredictResponse]:
+        # Reading runs ahead of answering, so that up to STREAM_WINDOW frames are in the core
+        # at once (decoding in parallel, sharing batches) while answers leave in order. A client
+        # that waits for each answer before sending the next frame works too.
+        call = _Call(context)
+        try:  # the stream is the client's; each frame is rate-limited on its own
+            self.access.auth.check(call.authorization)
+        except ServiceError as exc:
+            await context.abort(exc.grpc_code, exc.message)
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        frames: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()  # None: no more frames
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await window.acquire()
+                    frames.put_nowait(asyncio.create_task(self._frame(request, call)))
+            finally:
+                frames.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (frame := await frames.get()) is not None:
+                answer = await frame
+                window.release()
+                yield answer
+            await reader  # a failure to read the stream fails the call
+        finally:
+            reader.cancel()
+            while not frames.empty():
+                if (frame := frames.get_nowait()) is not None:
+                    frame.cancel()
+
+    async def GetModel(self, request: pose_pb2.GetModelRequest,
+                       context: grpc.aio.ServicerContext) -> pose_pb2.ModelDescription:
+        request_id = _request_id("", context)
+        call = _Call(context)
+        try:
+            with self._observe(GET_MODEL, request_id, call):
+                self.access.admit(call.authorization, call.peer)
+                return model_to_proto(self.service.model_description())
+        except ServiceError as exc:
+            await context.abort(exc.grpc_code, exc.message, _trailers(exc, request_id))
+
+    async def _frame(self, request: pose_pb2.PredictRequest, call: _Call
+                     ) -> pose_pb2.PredictResponse:
+        """One StreamPredict frame: its result, or its error inline."""
+        request_id = _request_id(request.request_id, None)
+        try:
+            with self._observe(STREAM_PREDICT, request_id, call):
+                self.access.admit(call.authorization, call.peer)
+                return await self._predict(request, request_id, None)
+        except ServiceError as exc:
+            return pose_pb2.PredictResponse(request_id=request_id, error=error_to_proto(exc))
+
+    async def _predict(self, request: pose_pb2.PredictRequest, request_id: str,
+                       time_remaining: float | None) -> pose_pb2.PredictResponse:
+        options = options_from_request(request)
+        if options.timeout_s is None and time_remaining is not None:
+            # The call's gRPC deadline becomes the core's (which drops work nobody waits for).
+            options = options.model_copy(update={"timeout_s": max(time_remaining, 1e-3)})
+        result = await self.service.predict(request.image, request.content_type or None, options)
+        self.metrics.persons.observe(len(result.persons))
+        self.metrics.observe_timings(result.timings_ms)
+        return response_to_proto(result, request_id)
+
+    @contextmanager
+    def _observe(self, route: str, request_id: str, call: _Call) -> Iterator[None]:
+        """Count, time and log a call (or frame) by status; unexpected failures become INTERNAL.
+
+        Runs in the call's (or frame's) own task, so the request id it sets for the logs stays
+        with it.
+        """
+        start = time.perf_counter()
+        status = grpc.StatusCode.OK
+        logs.request_id.set(request_id)
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        except ServiceError as exc:
+            status = exc.grpc_code
+            raise
+        except asyncio.CancelledError:
+            status = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            status = grpc.StatusCode.INTERNAL
+            log.exception("unhandled error on %s (request %s)", route, request_id)
+            raise ServiceError("Internal error") from None
+        finally:
+            elapsed = time.perf_counter() - start
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(route, "grpc", status.name).inc()
+            self.metrics.latency.labels(route, "grpc").observe(elapsed)
+            access_log.info("GRPC %s %s", route, status.name, extra={
+                "method": "GRPC", "path": route, "status": status.name,
+                "duration_ms": round(elapsed * 1000, 3), "client": call.peer,
+            })
+
+
+class GrpcServer:
+    """A grpc.aio server with pose.v1.PoseService, grpc.health.v1 and reflection."""
+
+    def __init__(self, service: PoseService, metrics: Metrics, settings: Settings,
+                 access: Access | None = None):
+        self.service = service
+        self.metrics = metrics
+        self.settings = settings
+        self.access = access
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._watch: asyncio.Task | None = None
+        self._serving: bool | None = None
+
+    async def start(self) -> int:
+        """Bind settings.host:settings.grpc_port and serve; return the bound port."""
+        limit = self.settings.max_body_bytes + MESSAGE_OVERHEAD_BYTES
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
+        pose_pb2_grpc.add_PoseServiceServicer_to_server(
+            PoseServicer(self.service, self.metrics, self.access), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        host = self.settings.host
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address
+        self.port = server.add_insecure_port(f"{host}:{self.settings.grpc_port}")
+        await self._check_readiness()
+        await server.start()
+        self._server = server
+        self._watch = asyncio.create_task(self._watch_readiness())
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new calls, give calls in flight `grace` seconds."""
+        if self._watch is not None:
+            self._watch.cancel()
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+
+    async def _watch_readiness(self) -> None:
+        while True:
+            await asyncio.sleep(READINESS_POLL_S)
+            await self._check_readiness()
+
+    async def _check_readiness(self) -> None:
+        """SERVING for "" and pose.v1.PoseService exactly while the backend is ready."""
+        serving = await self.service.ready()
+        if serving == self._serving:
+            return
+        self._serving = serving
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in (health.OVERALL_HEALTH, SERVICE_NAME):
+            await self.health.set(name, status)
