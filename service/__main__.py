@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from service import logs
 from service.access import Access, Authenticator, RateLimiter, load_tokens
+from service.backends.base import Backend
 from service.backends.local import LocalBackend
 from service.core import PoseService
 from service.grpc import GrpcServer
@@ -49,12 +50,25 @@ def build_access(settings: Settings) -> Access:
     )
 
 
+def make_backend(settings: Settings) -> Backend:
+    """The backend the settings name."""
+    if settings.backend == "triton":
+        # Imported here: tritonclient comes with the `triton` extra.
+        from service.backends.triton import TritonBackend
+
+        version = "" if settings.model_version is None else str(settings.model_version)
+        return TritonBackend(settings.triton_url, settings.model_name, version,
+                             settings.triton_timeout_s,
+                             start_timeout_s=settings.triton_start_timeout_s)
+    return LocalBackend(settings.model_repository, settings.model_name, settings.model_version,
+                        settings.device, settings.torch_threads,
+                        warmup_batch_sizes=(1, settings.max_batch_size))
+
+
 def build(settings: Settings, access: Access | None = None
           ) -> tuple[FastAPI, PoseService, Metrics]:
     """Assemble backend, metrics, core and app from settings."""
-    backend = LocalBackend(settings.model_repository, settings.model_name,
-                           settings.model_version, settings.device, settings.torch_threads,
-                           warmup_batch_sizes=(1, settings.max_batch_size))
+    backend = make_backend(settings)
     metrics = Metrics()
     service = PoseService(settings, backend, observer=metrics.observe_batch)
     access = access or build_access(settings)

@@ -66,6 +66,7 @@ class PoseService:
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_ms / 1000,
             max_queue=settings.max_queue,
+            max_concurrent_batches=settings.max_concurrent_batches,
             on_batch=observer,
         )
 

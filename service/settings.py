@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30.0, ge=0)
     """On SIGTERM/SIGINT, how long both servers let requests in flight finish."""
 
-    backend: Literal["local"] = "local"
-    """`local` runs the exported TorchScript model in-process."""
+    backend: Literal["local", "triton"] = "local"
+    """`local` runs the exported TorchScript model in-process; `triton` calls a Triton server."""
     model_repository: Path = Path("model_repository")
     """Triton-layout model repository the local backend loads from."""
     model_name: str = "margipose-lite"
@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     """Most person crops sent to the backend in one batch."""
     max_batch_wait_ms: float = 5.0
     """How long the first crop of a batch waits for others to join."""
+    max_concurrent_batches: int = Field(1, ge=1)
+    """Batches in flight at the backend at once (1 for the local backend; 2-4 let Triton
+    overlap transfers and compute)."""
+    triton_url: str = "127.0.0.1:8001"
+    """Triton's gRPC address (host:port, no scheme) for the `triton` backend."""
+    triton_timeout_s: float = Field(30.0, gt=0)
+    """Client-side timeout of one Triton inference call."""
+    triton_start_timeout_s: float = Field(60.0, ge=0)
+    """How long start-up waits for Triton's model to become ready."""
     max_queue: int = 256
     """Most person crops waiting for the backend; beyond it requests get 429."""
     request_timeout_s: float = 30.0

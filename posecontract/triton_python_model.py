@@ -1,0 +1,81 @@
+"""Triton Python-backend `model.py` of the CPU twin: the exported TorchScript, run by torch.
+
+`posecontract.triton.write_cpu_twin` copies this file into every version folder of the twin as
+`model.py`, next to the production `model.pt`. It runs inside Triton's Python stub, never in the
+gateway: `triton_python_backend_utils` exists only there, and `torch` and `numpy` come from the
+interpreter the stub finds as `python3` on PATH (see tests/triton_server.py). Tensor names, dtypes
+and dims are read from the model's config, which `render_cpu_twin_config` wrote from
+`posecontract.layout`, so this file depends on nothing else of the project.
+
+Triton hands `execute` the requests its dynamic batcher grouped. Each valid request contributes
+its (k_i, 3, 256, 256) uint8 rows to one stacked batch, the model runs once, and the outputs are
+split back into one response per request; an invalid request gets an error response of its own
+and does not fail the others.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    """One model instance: the TorchScript module and the names of its tensors."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        # args["model_repository"] is the model's folder; the version folder holds model.pt.
+        path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
+        self.model = torch.jit.load(str(path), map_location="cpu").eval()
+        (spec,) = config["input"]
+        self.input_name = spec["name"]
+        self.input_dims = tuple(int(d) for d in spec["dims"])  # per item, batch dim implicit
+        self.input_dtype = pb_utils.triton_string_to_numpy(spec["data_type"])
+        self.outputs = [(o["name"], pb_utils.triton_string_to_numpy(o["data_type"]))
+                        for o in config["output"]]
+
+    def _images(self, request) -> np.ndarray:
+        """The request's (k, 3, 256, 256) uint8 input; ValueError naming what is wrong."""
+        tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
+        if tensor is None:
+            raise ValueError(f"missing input {self.input_name}")
+        images = tensor.as_numpy()
+        if images.dtype != self.input_dtype or images.shape[1:] != self.input_dims:
+            raise ValueError(f"{self.input_name} must be {np.dtype(self.input_dtype).name} "
+                             f"(k, {', '.join(map(str, self.input_dims))}), "
+                             f"got {images.dtype.name} {images.shape}")
+        return images
+
+    def execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        good: list[tuple[int, np.ndarray]] = []
+        for i, request in enumerate(requests):
+            try:
+                good.append((i, self._images(request)))
+            except ValueError as exc:
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                responses[i] = pb_utils.InferenceResponse(error=error)
+        if good:
+            batch = np.concatenate([images for _, images in good])  # (N, 3, 256, 256)
+            try:
+                with torch.inference_mode():
+                    outputs = [t.numpy() for t in self.model(torch.from_numpy(batch))]
+            except RuntimeError as exc:
+                error = pb_utils.TritonError(f"inference failed: {exc}")
+                for i, _ in good:
+                    responses[i] = pb_utils.InferenceResponse(error=error)
+                return responses
+            start = 0
+            for i, images in good:
+                stop = start + len(images)
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor(name, np.ascontiguousarray(out[start:stop], dtype=dtype))
+                    for (name, dtype), out in zip(self.outputs, outputs, strict=True)
+                ])
+                start = stop
+        return responses
+
+    def finalize(self) -> None:
+        self.model = None

@@ -1,0 +1,294 @@
+"""The Triton path against a real Triton: nvidia-pytriton's bundled `tritonserver` on loopback.
+
+It serves the CPU twin (Python backend, same `model.pt`) of the session's tiny export twice: as
+`tiny-pose` with the production batching, and as `tiny-pose-q1` with a queue of one request that
+waits up to a second for a batch (so that one request parked there fills the queue on cue). The
+gateway's core and REST app run over `TritonBackend`. Without `.venv-triton` (`make triton-env`)
+the server tests skip, and fail instead when MARGIPOSE_REQUIRE_TRITON=1 (CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import model_config_pb2
+
+from posecontract.layout import INPUT, OUTPUTS
+from posecontract.triton import ServingOptions, write_cpu_twin
+from service.backends.local import LocalBackend
+from service.backends.triton import TritonBackend
+from service.core import PoseService
+from service.errors import BackendUnavailable, DeadlineExceeded
+from service.schemas import Box, PredictOptions
+from service.settings import Settings
+from tests.service.conftest import RunningServer
+from tests.triton_server import TritonServer, missing_reason
+
+from .conftest import MODEL_NAME, free_port, jpeg_bytes, run
+
+QUEUE_MODEL = "tiny-pose-q1"
+# One request parks in the queue for up to a second waiting for a batch of 4; a second is refused.
+QUEUE_OPTIONS = ServingOptions(max_batch_size=4, preferred_batch_sizes=(4,),
+                               max_queue_delay_us=1_000_000, max_queue_size=1,
+                               warmup_batch_sizes=(1,))
+COORD_TOLERANCE = 1e-4  # normalised coordinates (crop half-width = 1), Triton vs embedded
+BOX_TOLERANCE_PX = 0.01  # the auto-crop box (pixels), from pass 1's coordinates
+OUTPUT_TOLERANCE = 1e-5  # raw outputs, same TorchScript and torch on both sides
+COUNTERS = ("nv_inference_count", "nv_inference_exec_count")  # Triton's items, executions
+TORCH_DTYPES = {torch.float32: "TYPE_FP32", torch.uint8: "TYPE_UINT8"}
+
+
+def parse_config(path: Path) -> model_config_pb2.ModelConfig:
+    """A config.pbtxt through Triton's own protobuf schema (unknown fields are rejected)."""
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_production_config_matches_the_export_and_its_twin(model_repository, tmp_path):
+    production = parse_config(model_repository / MODEL_NAME / "config.pbtxt")
+    assert production.name == MODEL_NAME and production.platform == "pytorch_libtorch"
+    assert production.max_batch_size == 32
+    assert production.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert production.dynamic_batching.default_queue_policy.max_queue_size > 0
+    assert {"INFERENCE_MODE", "ENABLE_JIT_PROFILING"} <= set(production.parameters)
+
+    # The exported module's real input and outputs, per item (the batch dimension is implicit).
+    model = torch.jit.load(str(model_repository / MODEL_NAME / "1" / "model.pt"))
+    images = torch.zeros((2, *INPUT.dims), dtype=torch.uint8)
+    with torch.inference_mode():
+        outputs = model(images)
+    (expected_input,) = production.input
+    assert expected_input.name == INPUT.name
+    assert tuple(expected_input.dims) == tuple(images.shape[1:])
+    assert model_config_pb2.DataType.Name(expected_input.data_type) == TORCH_DTYPES[images.dtype]
+    real = [(f"OUTPUT__{k}", tuple(t.shape[1:]), TORCH_DTYPES[t.dtype])
+            for k, t in enumerate(outputs)]
+    declared = [(o.name, tuple(o.dims), model_config_pb2.DataType.Name(o.data_type))
+                for o in production.output]
+    assert declared == real
+    assert [o.name for o in production.output] == [s.name for s in OUTPUTS]
+
+    twin_dir = write_cpu_twin(model_repository, MODEL_NAME, tmp_path / "twin")
+    twin = parse_config(twin_dir / "config.pbtxt")
+    assert twin.backend == "python" and not twin.platform and not twin.parameters
+    assert twin.name == production.name and twin.max_batch_size == production.max_batch_size
+    assert list(twin.input) == list(production.input)
+    assert list(twin.output) == list(production.output)
+    assert twin.dynamic_batching == production.dynamic_batching
+    assert twin.version_policy == production.version_policy
+    assert list(twin.model_warmup) == list(production.model_warmup)
+    (group,) = twin.instance_group
+    assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert (twin_dir / "1" / "model.pt").resolve() == \
+        (model_repository / MODEL_NAME / "1" / "model.pt").resolve()
+    assert (twin_dir / "1" / "model.py").is_file()
+    with pytest.raises(ValueError, match="must not lie inside"):
+        write_cpu_twin(model_repository, MODEL_NAME, model_repository / "twin")
+
+
+@pytest.fixture(scope="module")
+def triton(model_repository, tmp_path_factory) -> Iterator[TritonServer]:
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("MARGIPOSE_REQUIRE_TRITON") == "1":
+            pytest.fail(f"MARGIPOSE_REQUIRE_TRITON=1 but no Triton here: {reason}")
+        pytest.skip(f"no real Triton: {reason}")
+    twin = tmp_path_factory.mktemp("twin_repository")  # beside model_repository, not inside
+    # The production options but one warm-up batch (the CPU takes seconds for a batch of 32).
+    write_cpu_twin(model_repository, MODEL_NAME, twin, ServingOptions(warmup_batch_sizes=(1,)))
+    write_cpu_twin(model_repository, MODEL_NAME, twin, QUEUE_OPTIONS, served_name=QUEUE_MODEL)
+    server = TritonServer(twin, tmp_path_factory.mktemp("tritonserver"), (MODEL_NAME, QUEUE_MODEL))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def gateway_settings(triton: TritonServer, **overrides) -> Settings:
+    values = dict(backend="triton", triton_url=triton.grpc_url, model_name=MODEL_NAME,
+                  port=free_port(), max_batch_size=8,
+                  max_body_bytes=2_000_000, max_image_pixels=4_000_000, max_persons=4)
+    return Settings(**{**values, **overrides})
+
+
+@contextlib.contextmanager
+def rest_gateway(settings: Settings) -> Iterator[httpx.Client]:
+    """The real gateway (`service.__main__.Gateway`) with `backend=triton`, and a client."""
+    with RunningServer(settings) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def predict(client: httpx.Client, seed: int = 0, boxes=((100, 50, 80, 120),)) -> httpx.Response:
+    return client.post("/v1/predict", content=jpeg_bytes(seed=seed),
+                       headers={"Content-Type": "image/jpeg"},
+                       params={"boxes": json.dumps([list(b) for b in boxes])})
+
+
+def triton_metric(server: TritonServer, name: str, model: str) -> float:
+    text = httpx.get(server.metrics_url, timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            # The parser names counter samples `<family>_total`, as Triton's text does not.
+            if sample.name in (name, f"{name}_total") and sample.labels.get("model") == model:
+                return sample.value
+    raise AssertionError(f"{name} for {model} not in Triton's metrics")
+
+
+def test_predictions_equal_the_embedded_backend(triton, model_repository):
+    settings = gateway_settings(triton)
+
+    async def compare() -> None:
+        local = PoseService(settings, LocalBackend(model_repository, MODEL_NAME))
+        remote = PoseService(settings, TritonBackend(triton.grpc_url, MODEL_NAME))
+        await local.start()
+        await remote.start()
+        try:
+            info = remote.backend.info()
+            assert (info.name, info.version) == (MODEL_NAME, "1")
+            assert info.card["triton"]["platform"] == "python"
+
+            images = np.random.default_rng(0).integers(0, 256, (5, *INPUT.dims), np.uint8)
+            want, got = await local.backend.infer(images), await remote.backend.infer(images)
+            for spec in OUTPUTS:
+                assert got[spec.key].shape == want[spec.key].shape
+                np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
+                                           atol=OUTPUT_TOLERANCE, err_msg=spec.key)
+
+            # Person boxes given: the same crops, so the joints must agree.
+            data = jpeg_bytes(seed=0)
+            options = PredictOptions(boxes=[Box(x=100, y=50, w=80, h=120),
+                                            Box(x=10, y=20, w=100, h=150)])
+            a = await local.predict(data, "image/jpeg", options)
+            b = await remote.predict(data, "image/jpeg", options)
+            assert b.model["backend"] == "triton" and len(b.persons) == len(a.persons) == 2
+            for pa, pb in zip(a.persons, b.persons, strict=True):
+                np.testing.assert_allclose([j.normalised for j in pb.joints],
+                                           [j.normalised for j in pa.joints],
+                                           rtol=0, atol=COORD_TOLERANCE)
+            # Auto-crop: pass 1 gives the same box. Pass 2's crop then moves by a thousandth of
+            # a pixel, which flips uint8 crop pixels; an untrained network is not smooth in its
+            # input, so its joints are not compared.
+            data = jpeg_bytes(seed=1)
+            a = await local.predict(data, "image/jpeg", PredictOptions())
+            b = await remote.predict(data, "image/jpeg", PredictOptions())
+            assert b.persons[0].box.model_dump() == pytest.approx(
+                a.persons[0].box.model_dump(), abs=BOX_TOLERANCE_PX)
+        finally:
+            await remote.stop()
+            await local.stop()
+
+    run(compare())
+
+
+def test_triton_batches_concurrent_requests(triton):
+    async def burst() -> None:
+        backend = TritonBackend(triton.grpc_url, MODEL_NAME)
+        await backend.start()
+        try:
+            image = np.zeros((1, *INPUT.dims), np.uint8)
+            results = await asyncio.gather(*(backend.infer(image) for _ in range(16)))
+            assert all(r["coords"].shape == (1, 17, 3) for r in results)
+        finally:
+            await backend.stop()
+
+    before = [triton_metric(triton, n, MODEL_NAME) for n in COUNTERS]
+    run(burst())
+    deadline = time.monotonic() + 5  # Triton may count a batch just after answering it
+    while True:
+        count, executions = (triton_metric(triton, n, MODEL_NAME) - b
+                             for n, b in zip(COUNTERS, before, strict=True))
+        if count >= 16 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert count == 16
+    assert count / executions > 1, f"{executions:g} executions for 16 requests: no batching"
+
+
+def test_queue_full_is_429_with_retry_after_then_recovers(triton):
+    settings = gateway_settings(triton, model_name=QUEUE_MODEL, max_batch_size=4)
+    with rest_gateway(settings) as client, \
+            ThreadPoolExecutor(1) as pool:
+        # Another client's request parks in Triton's one-place queue, waiting for a batch.
+        async def park() -> None:
+            backend = TritonBackend(triton.grpc_url, QUEUE_MODEL)
+            await backend.start()
+            try:
+                await backend.infer(np.zeros((1, *INPUT.dims), np.uint8))
+            finally:
+                await backend.stop()
+
+        parked = pool.submit(run, park())
+        deadline = time.monotonic() + 10
+        while triton_metric(triton, "nv_inference_pending_request_count", QUEUE_MODEL) < 1:
+            assert time.monotonic() < deadline and not parked.done(), "nothing parked in Triton"
+            time.sleep(0.02)
+        r = predict(client)
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "overloaded"
+        assert "queue" in r.json()["error"]["message"]
+        assert int(r.headers["Retry-After"]) >= 1
+        parked.result(timeout=30)
+
+        r = predict(client)  # the queue has room again
+        assert r.status_code == 200, r.text
+        assert client.get("/health/ready").status_code == 200
+
+
+def test_slow_answer_is_deadline_exceeded_and_unknown_model_unavailable(triton):
+    async def check() -> None:
+        # A lone request waits a second in tiny-pose-q1's queue for a batch: past 0.3 s.
+        backend = TritonBackend(triton.grpc_url, QUEUE_MODEL, timeout_s=0.3)
+        await backend.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded, match="0.3 s"):
+                await backend.infer(np.zeros((1, *INPUT.dims), np.uint8))
+            assert time.monotonic() - started < 0.9
+        finally:
+            await backend.stop()
+        missing = TritonBackend(triton.grpc_url, "no-such-model", start_timeout_s=0.5)
+        try:
+            assert not await missing.ready()
+            with pytest.raises(BackendUnavailable, match="no-such-model"):
+                await missing.start()
+        finally:
+            await missing.stop()
+
+    run(check())
+
+
+def test_triton_down_is_503_fast_and_the_gateway_recovers(triton):
+    settings = gateway_settings(triton, request_timeout_s=5, triton_timeout_s=5)
+    with rest_gateway(settings) as client:
+        assert predict(client).status_code == 200
+        triton.stop()
+        try:
+            assert client.get("/health/ready").status_code == 503
+            started = time.monotonic()
+            r = predict(client, seed=1)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == BackendUnavailable.code
+            assert time.monotonic() - started < settings.request_timeout_s
+        finally:
+            triton.start()
+        deadline = time.monotonic() + 15
+        while client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the gateway did not see Triton come back"
+            time.sleep(0.2)
+        r = predict(client, seed=2)
+        assert r.status_code == 200, r.text
+        assert r.json()["model"]["backend"] == "triton"
