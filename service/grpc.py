@@ -28,7 +28,6 @@ from google.protobuf import struct_pb2
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pydantic import ValidationError
 
 from service import logs
 from service.access import Access, Authenticator, RateLimiter
@@ -36,7 +35,7 @@ from service.core import PoseService
 from service.errors import InvalidRequest, ServiceError
 from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from service.metrics import Metrics
-from service.schemas import Person, PredictOptions, PredictResponse
+from service.schemas import Person, PredictOptions, PredictResponse, parse_options
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,12 +80,7 @@ def options_from_request(request: pose_pb2.PredictRequest) -> PredictOptions:
     for name in ("root_depth_mm", "timeout_s"):
         if request.HasField(name):
             raw[name] = getattr(request, name)
-    try:
-        return PredictOptions.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"Invalid option {where}: {first['msg']}") from None
+    return parse_options(raw)
 
 
 def response_to_proto(result: PredictResponse, request_id: str) -> pose_pb2.PredictResponse:

@@ -18,14 +18,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 
 from service import logs
 from service.access import Access, Authenticator, RateLimiter, retry_after_header
 from service.core import PoseService
 from service.errors import InvalidRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.metrics import CONTENT_TYPE, Metrics
-from service.schemas import PredictOptions, PredictResponse
+from service.schemas import PredictOptions, PredictResponse, parse_options
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("margipose.access")
@@ -57,12 +56,7 @@ def options_from_fields(fields: Mapping[str, str]) -> PredictOptions:
     for name in ("root_depth_mm", "heatmaps", "timeout_s"):
         if name in fields:
             raw[name] = fields[name]
-    try:
-        return PredictOptions.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"Invalid option {where}: {first['msg']}") from None
+    return parse_options(raw)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.errors import InvalidRequest
 
@@ -38,6 +38,16 @@ class PredictOptions(BaseModel):
     root_depth_mm: float | None = None
     heatmaps: HeatmapFormat = "none"
     timeout_s: float | None = None
+
+
+def parse_options(raw: dict) -> PredictOptions:
+    """Validate raw option values into PredictOptions; InvalidRequest names the first problem."""
+    try:
+        return PredictOptions.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"Invalid option {where}: {first['msg']}") from None
 
 
 def check_options(options: PredictOptions, width: int, height: int, max_persons: int) -> None:
