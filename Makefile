@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test serve proto summary export bench triton-env
+.PHONY: install test serve proto summary export bench triton-env stack
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# A real Triton server for the tests (tests/triton_server.py): the tritonserver binary bundled in
+# A real Triton server for the tests (deploy/triton_server.py): the tritonserver binary bundled in
 # nvidia-pytriton, in its own venv because pytriton pins numpy<2; torch runs the CPU twin's model.py.
 TRITON_VENV ?= .venv-triton
 $(TRITON_VENV)/.installed:
@@ -59,3 +59,8 @@ export: install
 bench: install
 	$(BIN)/python bench/model_cpu.py
 	$(BIN)/python bench/marginal_vs_volumetric.py
+
+# Triton (bundled tritonserver, CPU twin), the gateway (--backend triton) and Prometheus as local
+# processes: the docker-compose.yml topology without Docker. Logs in build/stack/; Ctrl-C stops all.
+stack: install triton-env
+	$(BIN)/python -m deploy.stack --model-name $(MODEL)

@@ -3,7 +3,7 @@
 `posecontract.triton.write_cpu_twin` copies this file into every version folder of the twin as
 `model.py`, next to the production `model.pt`. It runs inside Triton's Python stub, never in the
 gateway: `triton_python_backend_utils` exists only there, and `torch` and `numpy` come from the
-interpreter the stub finds as `python3` on PATH (see tests/triton_server.py). Tensor names, dtypes
+interpreter the stub finds as `python3` on PATH (see deploy/triton_server.py). Tensor names, dtypes
 and dims are read from the model's config, which `render_cpu_twin_config` wrote from
 `posecontract.layout`, so this file depends on nothing else of the project.
 

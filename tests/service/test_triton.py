@@ -26,6 +26,7 @@ from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import model_config_pb2
 
+from deploy.triton_server import TritonServer, missing_reason
 from posecontract.layout import INPUT, OUTPUTS
 from posecontract.triton import ServingOptions, write_cpu_twin
 from service.backends.local import LocalBackend
@@ -35,7 +36,6 @@ from service.errors import BackendUnavailable, DeadlineExceeded
 from service.schemas import Box, PredictOptions
 from service.settings import Settings
 from tests.service.conftest import RunningServer
-from tests.triton_server import TritonServer, missing_reason
 
 from .conftest import MODEL_NAME, free_port, jpeg_bytes, run
 

@@ -13,7 +13,7 @@ around the traps of running the binary outside pytriton (shared/reference/triton
 3. the venv's `bin` goes first on PATH: the stub takes its interpreter (and so numpy and torch)
    from `python3` on PATH.
 
-    python -m tests.triton_server --model-repository build/twin_repository --model margipose-lite
+    python -m deploy.triton_server --model-repository build/twin_repository --model margipose-lite
 """
 
 from __future__ import annotations
