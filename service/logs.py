@@ -13,7 +13,9 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 class JsonFormatter(logging.Formatter):
     """Format records as JSON with time, level, logger, message, request id and extras."""
 
-    _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+    # Record attributes that are not extras (uvicorn adds a terminal-coloured copy of its
+    # message, useless in JSON).
+    _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
