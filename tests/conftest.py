@@ -1,5 +1,10 @@
+from pathlib import Path
+
 import pytest
 import torch
+
+from training.export import calibrate_batchnorm, export
+from training.model import ModelConfig, build_model
 
 
 @pytest.fixture(autouse=True)
@@ -8,3 +13,18 @@ def _deterministic_torch():
     torch.manual_seed(0)
     torch.set_num_threads(2)
     yield
+
+
+MODEL_NAME = "tiny-pose"
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory) -> Path:
+    """A Triton-layout repository with a small, randomly initialised MargiPose export."""
+    repo = tmp_path_factory.mktemp("model_repository")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32,
+                                    name=MODEL_NAME), pretrained=False)
+    calibrate_batchnorm(model, batches=1, batch_size=2)
+    export(model, repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"})
+    return repo

@@ -19,16 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 import yaml
 
 from deploy.stack import PROMETHEUS_CONFIG, ROOT, Stack, write_prometheus_dir
 from deploy.triton_server import missing_reason
+from tests.conftest import MODEL_NAME
 from tests.service.conftest import jpeg_bytes
-from training.export import calibrate_batchnorm, export
-from training.model import ModelConfig, build_model
 
-MODEL_NAME = "tiny-pose"
 SCRAPE_WAIT_S = 30.0  # a few 2 s scrape intervals, with room for a slow machine
 
 
@@ -84,20 +81,14 @@ def test_prometheus_config_passes_promtool(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
+def stack(tmp_path_factory, model_repository) -> Iterator[Stack]:
     reason = missing_reason() or (
         None if shutil.which("prometheus") else "no `prometheus` (Debian: prometheus)")
     if reason is not None:
         if os.environ.get("MARGIPOSE_REQUIRE_TRITON") == "1":
             pytest.fail(f"MARGIPOSE_REQUIRE_TRITON=1 but the stack cannot run: {reason}")
         pytest.skip(f"no local stack: {reason}")
-    repo = tmp_path_factory.mktemp("model_repository")
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32,
-                                    name=MODEL_NAME), pretrained=False)
-    calibrate_batchnorm(model, batches=1, batch_size=2)
-    export(model, repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"})
-    with Stack(repo, MODEL_NAME, tmp_path_factory.mktemp("stack")) as running:
+    with Stack(model_repository, MODEL_NAME, tmp_path_factory.mktemp("stack")) as running:
         yield running
 
 

@@ -8,32 +8,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from service.__main__ import Gateway
 from service.settings import Settings
-from training.export import calibrate_batchnorm, export
-from training.model import ModelConfig, build_model
-
-MODEL_NAME = "tiny-pose"
-
-
-@pytest.fixture(scope="session")
-def model_repository(tmp_path_factory) -> Path:
-    """A Triton-layout repository with a small, randomly initialised MargiPose export."""
-    repo = tmp_path_factory.mktemp("model_repository")
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32,
-                                    name=MODEL_NAME), pretrained=False)
-    calibrate_batchnorm(model, batches=1, batch_size=2)
-    export(model, repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"})
-    return repo
+from tests.conftest import MODEL_NAME  # noqa: F401  (service tests import it from here)
 
 
 def free_port() -> int:
