@@ -16,7 +16,7 @@ from PIL import Image
 
 from service.__main__ import Gateway
 from service.settings import Settings
-from tests.conftest import MODEL_NAME  # noqa: F401  (service tests import it from here)
+from tests.conftest import MODEL_NAME
 
 
 def free_port() -> int:
