@@ -24,7 +24,6 @@ from fastapi import FastAPI
 from service import logs
 from service.access import Access, Authenticator, RateLimiter, load_tokens
 from service.backends.base import Backend
-from service.backends.local import LocalBackend
 from service.core import PoseService
 from service.grpc import GrpcServer
 from service.metrics import Metrics
@@ -60,6 +59,9 @@ def make_backend(settings: Settings) -> Backend:
         return TritonBackend(settings.triton_url, settings.model_name, version,
                              settings.triton_timeout_s,
                              start_timeout_s=settings.triton_start_timeout_s)
+    # Imported here: torch comes with the `local` extra; a Triton gateway runs without it.
+    from service.backends.local import LocalBackend
+
     return LocalBackend(settings.model_repository, settings.model_name, settings.model_version,
                         settings.device, settings.torch_threads,
                         warmup_batch_sizes=(1, settings.max_batch_size))

@@ -13,6 +13,9 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -292,3 +295,78 @@ def test_triton_down_is_503_fast_and_the_gateway_recovers(triton):
         r = predict(client, seed=2)
         assert r.status_code == 200, r.text
         assert r.json()["model"]["backend"] == "triton"
+
+
+def test_triton_http_protocol_answers_like_grpc(triton):
+    """Triton's HTTP/REST (KServe v2 JSON) endpoint serves the same model as its gRPC one."""
+    images = np.random.default_rng(3).integers(0, 256, (2, *INPUT.dims), np.uint8)
+
+    async def over_grpc() -> dict[str, np.ndarray]:
+        backend = TritonBackend(triton.grpc_url, MODEL_NAME)
+        await backend.start()
+        try:
+            return await backend.infer(images)
+        finally:
+            await backend.stop()
+
+    want = run(over_grpc())
+    with httpx.Client(base_url=triton.http_url, timeout=60) as client:
+        assert client.get(f"/v2/models/{MODEL_NAME}/ready").status_code == 200
+        meta = client.get(f"/v2/models/{MODEL_NAME}").json()
+        assert [i["name"] for i in meta["inputs"]] == [INPUT.name]
+        assert [o["name"] for o in meta["outputs"]] == [s.name for s in OUTPUTS]
+        body = {
+            "inputs": [{"name": INPUT.name, "datatype": "UINT8", "shape": list(images.shape),
+                        "data": images.ravel().tolist()}],
+            "outputs": [{"name": s.name} for s in OUTPUTS],
+        }
+        r = client.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
+        assert r.status_code == 200, r.text
+        got = {o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"])
+               for o in r.json()["outputs"]}
+        for spec in OUTPUTS:
+            assert got[spec.name].shape == want[spec.key].shape
+            np.testing.assert_allclose(got[spec.name], want[spec.key], rtol=0,
+                                       atol=OUTPUT_TOLERANCE, err_msg=spec.name)
+        # A malformed request is Triton's 400 with a message, not a crash.
+        bad = {"inputs": [{"name": "NOPE", "datatype": "UINT8", "shape": [1], "data": [0]}]}
+        r = client.post(f"/v2/models/{MODEL_NAME}/infer", json=bad)
+        assert r.status_code == 400 and "NOPE" in r.json()["error"]
+
+
+# A gateway process in which `import torch` fails: the slim image's situation.
+NO_TORCH_GATEWAY = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from service.__main__ import main
+main(sys.argv[1:])
+"""
+
+
+def test_gateway_without_torch_serves_through_triton(triton, tmp_path):
+    port, grpc_port = free_port(), free_port()
+    log = (tmp_path / "gateway.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", NO_TORCH_GATEWAY, "--backend", "triton",
+         "--triton-url", triton.grpc_url, "--model-name", MODEL_NAME,
+         "--port", str(port), "--grpc-port", str(grpc_port)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/health/ready").status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the torch-free gateway never became ready"
+                time.sleep(0.2)
+            r = predict(client)
+            assert r.status_code == 200, r.text
+            (person,) = r.json()["persons"]
+            assert len(person["joints"]) == 17
+            assert r.json()["model"]["backend"] == "triton"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, (tmp_path / "gateway.log").read_text()
+        log.close()
