@@ -1,0 +1,1 @@
+"""Training data: dataset readers that all yield `training.data.sample.Sample`."""
