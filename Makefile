@@ -34,7 +34,7 @@ test: install
 # there (the default-model issue), serve an UNTRAINED export from build/ instead, and say so.
 MODEL ?= margipose-lite
 serve: install
-	@if [ -d model_repository/$(MODEL) ]; then \
+	@if ls model_repository/$(MODEL)/*/model.pt >/dev/null 2>&1; then \
 	    $(BIN)/serve --model-name $(MODEL) --model-repository model_repository; \
 	else \
 	    echo "No trained $(MODEL) in model_repository/: serving an UNTRAINED export"; \

@@ -176,7 +176,7 @@ class Stack:
 
 def default_model_repository(model_name: str) -> Path:
     """model_repository/ when it holds the model; else build/, exporting an UNTRAINED model."""
-    if (ROOT / "model_repository" / model_name).is_dir():
+    if any((ROOT / "model_repository" / model_name).glob("*/model.pt")):
         return ROOT / "model_repository"
     build = ROOT / "build" / "model_repository"
     print(f"No trained {model_name} in model_repository/: serving an UNTRAINED export")
