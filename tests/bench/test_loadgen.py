@@ -1,0 +1,146 @@
+"""The load generator and the serving suite: their arithmetic, and seconds-long real runs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from bench import loadgen, naive_server, serving
+from service.settings import Settings
+from tests.conftest import MODEL_NAME
+from tests.service.conftest import RunningServer, free_port
+
+PHOTOS = sorted((Path(__file__).resolve().parents[2] / "data" / "photos").glob("*.jpg"))
+
+
+def sample(name: str, value: float, **labels: str):
+    return (name, tuple(sorted(labels.items()))), value
+
+
+def test_server_split_reads_the_difference_of_two_scrapes():
+    before = dict([
+        sample("margipose_batch_size_count", 10), sample("margipose_batch_size_sum", 20),
+        sample("margipose_stage_duration_seconds_count", 20, stage="queue_wait"),
+        sample("margipose_stage_duration_seconds_sum", 1.0, stage="queue_wait"),
+        sample("margipose_stage_duration_seconds_sum", 3.0, stage="inference"),
+        sample("nv_inference_exec_count", 5), sample("nv_inference_count", 5),
+        sample("nv_inference_request_success", 5),
+        sample("nv_inference_queue_duration_us", 1000),
+        sample("nv_inference_compute_infer_duration_us", 50_000),
+    ])
+    after = dict([
+        sample("margipose_batch_size_count", 14), sample("margipose_batch_size_sum", 32),
+        sample("margipose_stage_duration_seconds_count", 32, stage="queue_wait"),
+        sample("margipose_stage_duration_seconds_sum", 1.6, stage="queue_wait"),
+        sample("margipose_stage_duration_seconds_sum", 5.0, stage="inference"),
+        sample("nv_inference_exec_count", 9), sample("nv_inference_count", 17),
+        sample("nv_inference_request_success", 17),
+        sample("nv_inference_queue_duration_us", 7000),
+        sample("nv_inference_compute_infer_duration_us", 170_000),
+    ])
+    split = loadgen.server_split(before, after)
+    assert split["gw_avg_batch"] == pytest.approx(12 / 4)
+    assert split["gw_queue_wait_ms"] == pytest.approx(1000 * 0.6 / 12)
+    assert split["gw_inference_ms_per_batch"] == pytest.approx(1000 * 2.0 / 4)
+    assert split["triton_avg_batch"] == pytest.approx(12 / 4)
+    assert split["triton_queue_ms"] == pytest.approx(6000 / 12 / 1000)
+    assert split["triton_compute_ms"] == pytest.approx(120_000 / 12 / 1000)
+    assert loadgen.server_split(before, before) == {}  # nothing happened: no made-up figures
+
+
+def test_levels_summarise_latency_and_errors():
+    calls = itertools.count()
+
+    async def flaky(p: loadgen.Payload) -> tuple[str, int]:
+        """Every fourth request is refused."""
+        await asyncio.sleep(0.01)
+        return ("429", 0) if next(calls) % 4 == 3 else ("200", 2)
+
+    payloads = loadgen.load_payloads(PHOTOS[:1], persons=2)
+    assert len(payloads[0].boxes) == 2 and payloads[0].boxes[1][0] == payloads[0].size[0] / 2
+
+    closed = asyncio.run(loadgen.closed_loop(flaky, payloads, 2, 0.3)).summary()
+    assert closed["requests"] == closed["ok"] + closed["errors"]["429"]
+    assert closed["persons_per_s"] == pytest.approx(2 * closed["images_per_s"])
+    assert closed["p50_ms"] >= 10 and closed["p99_ms"] >= closed["p50_ms"]
+
+    opened = asyncio.run(loadgen.open_loop(flaky, payloads, 40, 0.5)).summary()
+    assert opened["requests"] == 20  # the schedule, whatever the answers
+
+
+@pytest.fixture(scope="module")
+def gateway(model_repository):
+    settings = Settings(model_repository=model_repository, model_name=MODEL_NAME,
+                        port=free_port(), grpc_port=free_port(), max_batch_size=8)
+    with RunningServer(settings) as running:
+        yield running
+
+
+def test_loadgen_smoke_over_rest_and_grpc(gateway, tmp_path, capsys):
+    """Seconds-long closed and open loops against the real gateway, with the server split."""
+    metrics = gateway.url + "/metrics"
+    for target in (["--rest", gateway.url], ["--grpc", gateway.grpc_target]):
+        out = tmp_path / "rows.json"
+        args = loadgen.get_args_parser().parse_args([
+            *target, "--metrics", metrics, "--images", *map(str, PHOTOS[:2]),
+            "--concurrency", "1", "2", "--rate", "2", "--duration", "1.5", "--warmup", "0.5",
+            "--json", str(out)])
+        loadgen.main(args)
+        rows = json.loads(out.read_text())["rows"]
+        assert [(r["mode"], r["level"]) for r in rows] == [("closed", 1), ("closed", 2),
+                                                          ("open", 2.0)]
+        for r in rows:
+            assert r["ok"] > 0 and r["errors"] == {}, r
+            assert r["persons_per_s"] == pytest.approx(r["images_per_s"])
+            assert r["gw_avg_batch"] >= 1 and r["gw_inference_ms_per_batch"] > 0, r
+        assert "| rest |" in capsys.readouterr().out or target[0] == "--grpc"
+
+
+def test_naive_baseline_answers_the_same_request(model_repository):
+    app = naive_server.create_app(str(model_repository / MODEL_NAME / "1" / "model.pt"), 2)
+    payload = loadgen.load_payloads(PHOTOS[:1], persons=2)[0]
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://naive") as client:
+            return await loadgen.rest_sender(client)(payload)
+
+    assert asyncio.run(call()) == ("200", 2)
+
+
+def test_serving_suite_smoke(model_repository, tmp_path):
+    """The side-by-side suite end to end on the tiny model: raw, naive and the gateway."""
+    args = serving.get_args_parser().parse_args([
+        "--model-name", MODEL_NAME, "--model-repository", str(model_repository),
+        "--targets", "raw", "naive", "gateway-local-rest", "gateway-local-grpc",
+        "--images", str(PHOTOS[0]), "--concurrency", "1", "2", "--duration", "1",
+        "--warmup", "0.3", "--raw-batch-sizes", "1", "2", "--raw-seconds", "0.3",
+        "--json", str(tmp_path / "serving.json")])
+    result = serving.main(args)
+    assert [r["batch"] for r in result["raw"]] == [1, 2]
+    assert {r["target"] for r in result["rows"]} == {"naive", "gateway-local-rest",
+                                                     "gateway-local-grpc"}
+    for r in result["rows"]:
+        assert r["ok"] > 0 and r["errors"] == {} and r["server_cpu_ms_per_request"] > 0, r
+    derived = result["derived"]
+    for target in ("gateway-local-rest", "gateway-local-grpc"):
+        assert derived[target]["efficiency_vs_raw"] > 0
+        assert "overhead_ms_c1" in derived[target]
+        assert "cpu_ms_outside_inference" in derived[target]
+    assert json.loads((tmp_path / "serving.json").read_text())["derived"] == derived
+
+
+def test_grpc_sender_reports_status_codes_not_exceptions():
+    async def call() -> tuple[str, int]:
+        # Nothing listens there: the sender returns the gRPC status instead of raising.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+            payload = loadgen.load_payloads(PHOTOS[:1])[0]
+            return await loadgen.grpc_sender(channel)(payload)
+
+    assert asyncio.run(call()) == ("UNAVAILABLE", 0)
