@@ -4,31 +4,44 @@ POST /v1/predict (alias /predict) takes either a multipart form with an `image` 
 image body (Content-Type image/*) with options as query parameters. Options (form fields or
 query parameters): `boxes` (JSON list of [x, y, w, h]), `fx`, `fy`, `cx`, `cy` (all four or
 none), `root_depth_mm`, `heatmaps` (none|f16|png), `timeout_s`. POST /v1/render takes the same
-plus `joint` (whose heatmaps to draw) and returns a PNG.
+plus `joint` (whose heatmaps to draw) and returns a PNG. `/` is the demo page, a few static
+files from `service/static/` (served under `/static/`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from service import logs
 from service.access import Access, Authenticator, RateLimiter, retry_after_header
 from service.core import PoseService
-from service.errors import InvalidRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    UnsupportedMediaType,
+)
 from service.metrics import CONTENT_TYPE, Metrics
 from service.schemas import PredictOptions, PredictResponse, parse_options
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("margipose.access")
 
+STATIC_DIR = Path(__file__).parent / "static"  # the demo page: index.html, app.js, style.css
 OPTION_FIELDS = ("boxes", "fx", "fy", "cx", "cy", "root_depth_mm", "heatmaps", "timeout_s")
 
 
@@ -41,7 +54,8 @@ def options_from_fields(fields: Mapping[str, str]) -> PredictOptions:
     if "boxes" in fields:
         try:
             boxes = json.loads(fields["boxes"])
-        except json.JSONDecodeError:
+        # ValueError: also a number over Python's 4300-digit limit; RecursionError: too deep.
+        except (ValueError, RecursionError):
             raise InvalidRequest("boxes must be JSON: a list of [x, y, w, h]") from None
         if not isinstance(boxes, list) or not all(
             isinstance(b, list) and len(b) == 4 for b in boxes
@@ -59,19 +73,41 @@ def options_from_fields(fields: Mapping[str, str]) -> PredictOptions:
     return parse_options(raw)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) as soon as it passes `limit` bytes."""
+def _single(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Fields as a dict; 422 for a field given twice (which of its values would be meant?)."""
+    fields: dict[str, str] = {}
+    for name, value in items:
+        if name in fields:
+            raise InvalidRequest(f"Option {name!r} is given more than once; give it once")
+        fields[name] = value
+    return fields
+
+
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """Read the body, refusing (413) as soon as it passes `limit` bytes, 408 after `timeout_s`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"Request body of {int(declared)} bytes exceeds the {limit}-byte limit"
         )
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
+    try:
+        # uvicorn bounds neither a slow body nor one shorter than its Content-Length.
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"Request body exceeds the {limit}-byte limit")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {timeout_s:g} s ({size} bytes received, "
+            f"Content-Length {declared or 'not given'}); send the whole body within {timeout_s:g} s"
+        ) from None
+    except ClientDisconnect:  # a client's doing, not a server error: no 500, no traceback
+        raise InvalidRequest(
+            f"The client closed the connection after {size} bytes of the request body"
+        ) from None
     return b"".join(chunks)
 
 
@@ -81,6 +117,8 @@ def _error_response(exc: ServiceError, request_id: str) -> JSONResponse:
         headers["Retry-After"] = retry_after_header(exc.retry_after)
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RequestTimeout):  # uvicorn then closes the slow client's connection
+        headers["Connection"] = "close"
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
 
 
@@ -120,15 +158,19 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
         token = logs.request_id.set(request.state.request_id)
         route = request.url.path
         start = time.perf_counter()
-        metrics.in_flight.inc()
+        # API requests only: a scrape of /metrics must not count itself as work in flight.
+        api = route.startswith(("/v1/", "/predict"))
+        if api:
+            metrics.in_flight.inc()
         try:
             response = await call_next(request)
         except Exception:
             log.exception("unhandled error on %s (request %s)", route, request.state.request_id)
             response = _error_response(ServiceError("Internal error"), request.state.request_id)
         finally:
-            metrics.in_flight.dec()
-        if route.startswith(("/v1/", "/predict", "/health")):
+            if api:
+                metrics.in_flight.dec()
+        if api or route.startswith("/health"):
             metrics.requests.labels(route, "rest", str(response.status_code)).inc()
             metrics.latency.labels(route, "rest").observe(time.perf_counter() - start)
         response.headers["X-Request-ID"] = request.state.request_id
@@ -146,25 +188,37 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
                            ) -> tuple[bytes, str | None, PredictOptions, dict[str, str]]:
         """Body and options of a predict-like request; `extra` names route-specific fields."""
         admit(request)
-        limit = service.settings.max_body_bytes
+        limit, timeout_s = service.settings.max_body_bytes, service.settings.body_timeout_s
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
-            request._body = await _read_body(request, limit)  # form() re-reads the cached body
-            async with request.form() as form:  # closes the spooled upload files
-                upload = form.get("image")
-                if upload is None or isinstance(upload, str):
-                    raise InvalidRequest("Multipart requests need an `image` file field")
-                # A file under any other name is an unknown option too.
-                fields = {k: v if isinstance(v, str) else "" for k, v in form.multi_items()
-                          if k != "image"}
-                data, image_type = await upload.read(), upload.content_type
+            # form() re-reads the cached body
+            request._body = await _read_body(request, limit, timeout_s)
+            try:
+                async with request.form() as form:  # closes the spooled upload files
+                    uploads = form.getlist("image")
+                    files = [u for u in uploads if not isinstance(u, str)]
+                    if len(uploads) != 1 or not files:
+                        raise InvalidRequest(
+                            "Multipart requests need one `image` file field; got "
+                            f"{len(uploads)} `image` fields, {len(files)} of them files"
+                        )
+                    upload = files[0]
+                    # A file under any other name is an unknown option too.
+                    fields = _single((k, v if isinstance(v, str) else "")
+                                     for k, v in form.multi_items() if k != "image")
+                    data, image_type = await upload.read(), upload.content_type
+            except HTTPException as exc:  # starlette's 400 for a body it cannot parse
+                raise InvalidRequest(
+                    f"Malformed multipart/form-data body: {exc.detail} Send one `image` file "
+                    "field and options as text fields (each at most 1 MiB)"
+                ) from None
         elif content_type.startswith("application/x-www-form-urlencoded"):
             raise UnsupportedMediaType(
                 "Send the image as multipart/form-data (field `image`) or as a raw image body"
             )
         else:
-            fields = dict(request.query_params)
-            data, image_type = await _read_body(request, limit), content_type or None
+            fields = _single(request.query_params.multi_items())
+            data, image_type = await _read_body(request, limit, timeout_s), content_type or None
         specific = {k: fields.pop(k) for k in extra if k in fields}
         return data, image_type, options_from_fields(fields), specific
 
@@ -208,4 +262,10 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     app.include_router(v1)
+
+    @app.get("/", include_in_schema=False)
+    async def demo() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

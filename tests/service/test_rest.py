@@ -165,6 +165,8 @@ def test_metrics_exposition(client):
                  "margipose_queue_depth", "margipose_in_flight_requests",
                  "margipose_persons_per_request_bucket", 'margipose_model_info{backend="local"'):
         assert name in text, name
+    # Idle: nothing in flight, and the scrape does not count itself.
+    assert "\nmargipose_in_flight_requests 0.0\n" in text
 
 
 def test_openapi_documents_v1(client):

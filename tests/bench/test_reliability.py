@@ -1,0 +1,126 @@
+"""The reliability suite: its arithmetic, the fault proxy, and a short real run (smoke)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+
+import pytest
+
+from bench import reliability
+from bench.faultproxy import FaultProxy
+from deploy.triton_server import missing_reason
+from tests.conftest import MODEL_NAME
+
+
+def test_rss_growth_is_the_slope_of_the_second_half():
+    # Warm-up growth in the first half is ignored; then 0.5 MiB per second = 30 MiB/min.
+    samples = [(t, 100 + 10 * t) for t in range(10)] + [(t, 200 + 0.5 * t) for t in range(10, 20)]
+    assert reliability.growth_mb_per_min(samples) == pytest.approx(30.0)
+    assert reliability.growth_mb_per_min([(0, 1.0)]) == 0.0
+
+
+def test_summary_counts_statuses_and_splits_latencies():
+    records = [{"latency_s": s, "status": st, "retry_after": None}
+               for s, st in [(0.1, "200"), (0.2, "200"), (0.01, "429"), (2.0, "504")]]
+    out = reliability.summary(records)
+    assert out["statuses"] == {"200": 2, "429": 1, "504": 1}
+    assert out["ok_p50_ms"] == pytest.approx(150.0)
+    assert out["rejected_p99_ms"] == pytest.approx(10.0)
+    assert out["max_latency_ms"] == pytest.approx(2000.0)
+
+
+class EchoServer:
+    """A TCP echo server on loopback (the proxy's upstream in the unit test)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            conn, _ = self.sock.accept()
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+
+async def roundtrip(port: int, payload: bytes, timeout: float) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readexactly(len(payload)), timeout)
+    finally:
+        writer.close()
+
+
+def test_fault_proxy_passes_delays_holds_and_drops():
+    echo = EchoServer()
+    proxy = FaultProxy(("127.0.0.1", echo.port)).start()
+    try:
+        assert asyncio.run(roundtrip(proxy.port, b"hello", 2)) == b"hello"
+
+        proxy.set("slow", 0.5)
+        began = asyncio.run(_timed(roundtrip(proxy.port, b"slow", 3)))
+        assert began >= 0.5
+
+        proxy.set("blackhole")
+        with pytest.raises(TimeoutError):
+            asyncio.run(roundtrip(proxy.port, b"lost", 0.5))
+
+        proxy.set("pass")
+        with proxy.down():
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                asyncio.run(roundtrip(proxy.port, b"refused", 2))
+        assert asyncio.run(roundtrip(proxy.port, b"back", 2)) == b"back"
+        with pytest.raises(ValueError, match="Unknown mode"):
+            proxy.set("flaky")
+    finally:
+        proxy.stop()
+
+
+async def _timed(coro) -> float:
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await coro
+    return loop.time() - began
+
+
+# Checks a few-second run cannot judge fairly: they need the full soak's minutes.
+NEEDS_A_LONG_RUN = {"RSS does not grow", "latency stable (last p99 <= 1.5x first + 50 ms)"}
+
+
+@pytest.mark.slow
+def test_reliability_suite_smoke(model_repository, tmp_path):
+    """Every scenario, seconds long, against the real gateway, fault proxy and Triton."""
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("MARGIPOSE_REQUIRE_TRITON") == "1":
+            pytest.fail(f"MARGIPOSE_REQUIRE_TRITON=1 but no Triton here: {reason}")
+        pytest.skip(f"no real Triton: {reason}")
+    args = reliability.get_args_parser().parse_args([
+        "--model-name", MODEL_NAME, "--model-repository", str(model_repository),
+        "--capacity-s", "3", "--soak-s", "4", "--overload-s", "3", "--fault-s", "3",
+        # Mechanisms, not performance: light soak and recovery loads, a generous deadline.
+        "--soak-fraction", "0.3", "--recovery-fraction", "0.2", "--deadline-s", "5",
+        # A queue of two crops and 4x the capacity: the overload shows on any machine.
+        "--max-queue", "2", "--overload-factor", "4",
+        "--json", str(tmp_path / "r.json")])
+    result = reliability.main(args)
+    checks = {(c["scenario"], c["check"]): c for c in result["checks"]}
+    scenarios = {s for s, _ in checks}
+    assert scenarios == {"soak", "overload", "slow backend", "backend killed",
+                         "Triton restarted", "end"}
+    failed = [c for c in result["checks"] if not c["passed"] and c["check"] not in
+              NEEDS_A_LONG_RUN]
+    assert failed == [], failed
+    assert result["faults"]["killed"]["statuses"].get("503", 0) > 0
+    assert result["overload"]["statuses"].get("429", 0) > 0
