@@ -239,7 +239,11 @@ async def open_loop(send: Sender, payloads: Sequence[Payload], rate: float,
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of a Prometheus text endpoint, keyed by (name, sorted labels)."""
-    text = httpx.get(url, timeout=10).text
+    return parse_samples(httpx.get(url, timeout=10).text)
+
+
+def parse_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition, keyed by (name, sorted labels)."""
     samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:

@@ -1,0 +1,179 @@
+"""Typed results: poses by joint name, numpy arrays on request, heatmaps as numpy.
+
+Both transports build them from the REST API's JSON body (the gRPC client converts its
+messages to that shape first), so `PredictResult.to_json()` is the REST response either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from posecontract.geometry import Intrinsics
+
+JointField = Literal["pixel", "camera_mm", "relative_mm", "normalised", "uncertainty_mm"]
+PLANES = ("xy", "zy", "xz")  # heatmap order: rows of the PNG mosaic, first axis of the array
+
+
+@dataclass(frozen=True)
+class Joint:
+    """One joint of one person: image pixels, camera and root-relative millimetres."""
+
+    name: str
+    pixel: tuple[float, float]
+    camera_mm: tuple[float, float, float]
+    relative_mm: tuple[float, float, float]
+    normalised: tuple[float, float, float]
+    uncertainty_mm: tuple[float, float, float]
+    """One standard deviation per camera axis (X, Y, Z), from the marginal heatmaps' spread."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A person box in original-image pixels: top-left corner and size."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+@dataclass(frozen=True)
+class Person:
+    """One person: the box and crop used, the root depth, the joints in skeleton order."""
+
+    box: Box
+    box_source: str
+    crop_centre: tuple[float, float]
+    crop_side: float
+    root_depth_mm: float
+    root_depth_source: str
+    joints: dict[str, Joint]
+    heatmaps: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """(3, 17, 32, 32) float32 marginals, planes xy, zy, xz; set when heatmaps were asked for."""
+
+    def as_array(self, what: JointField = "camera_mm") -> np.ndarray:
+        """One field of every joint as float64, (17, 2) for `pixel`, (17, 3) otherwise."""
+        if what not in Joint.__dataclass_fields__ or what == "name":
+            raise ValueError(f"Unknown joint field {what!r}; fields are pixel, camera_mm, "
+                             "relative_mm, normalised, uncertainty_mm")
+        return np.array([getattr(j, what) for j in self.joints.values()], dtype=np.float64)
+
+    def heatmap(self, joint: str) -> np.ndarray:
+        """The (3, 32, 32) marginals of one joint (xy, zy, xz)."""
+        if self.heatmaps is None:
+            raise ValueError("No heatmaps in this result; ask for them with heatmaps=True")
+        if joint not in self.joints:
+            raise ValueError(f"Unknown joint {joint!r}; joints are {', '.join(self.joints)}")
+        return self.heatmaps[:, list(self.joints).index(joint)]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """The poses in one image, with the camera and timings the service used."""
+
+    model: ModelInfo
+    width: int
+    height: int
+    intrinsics: Intrinsics
+    intrinsics_source: str
+    persons: list[Person]
+    timings_ms: dict[str, float]
+    request_id: str | None = None
+    body: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The REST API's response body for this result."""
+        return self.body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any], request_id: str | None = None) -> PredictResult:
+        """Parse the REST API's response body."""
+        k = body["intrinsics"]
+        return cls(
+            model=ModelInfo(**body["model"]),
+            width=int(body["image"]["width"]), height=int(body["image"]["height"]),
+            intrinsics=Intrinsics(k["fx"], k["fy"], k["cx"], k["cy"]),
+            intrinsics_source=body["intrinsics_source"],
+            persons=[_person(p) for p in body["persons"]],
+            timings_ms=dict(body["timings_ms"]), request_id=request_id, body=body,
+        )
+
+
+@dataclass(frozen=True)
+class FrameError:
+    """A frame of a stream that failed; the stream went on."""
+
+    code: str
+    message: str
+    retry_after: float | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """The served model: skeleton, input size, name, version, backend and model card."""
+
+    name: str
+    version: str
+    backend: str
+    input_size: int
+    joints: tuple[str, ...]
+    parents: tuple[int, ...]
+    card: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The REST API's GET /v1/model body."""
+        return {"name": self.name, "version": self.version, "backend": self.backend,
+                "input_size": self.input_size, "joints": list(self.joints),
+                "parents": list(self.parents), "card": self.card}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ModelDescription:
+        return cls(body["name"], body["version"], body["backend"], int(body["input_size"]),
+                   tuple(body["joints"]), tuple(int(p) for p in body["parents"]),
+                   dict(body["card"]))
+
+
+def _person(p: dict[str, Any]) -> Person:
+    joints = {
+        j["name"]: Joint(j["name"], tuple(j["pixel"]), tuple(j["camera_mm"]),
+                         tuple(j["relative_mm"]), tuple(j["normalised"]),
+                         tuple(j["uncertainty_mm"]))
+        for j in p["joints"]
+    }
+    return Person(
+        box=Box(**p["box"]), box_source=p["box_source"],
+        crop_centre=tuple(p["crop"]["centre"]), crop_side=float(p["crop"]["side"]),
+        root_depth_mm=float(p["root_depth_mm"]), root_depth_source=p["root_depth_source"],
+        joints=joints,
+        heatmaps=None if p.get("heatmaps") is None else decode_heatmaps(p["heatmaps"]),
+    )
+
+
+def decode_heatmaps(h: dict[str, Any]) -> np.ndarray:
+    """Decode the API's heatmaps (f16 or png) to float32 of their `shape` (3, 17, 32, 32)."""
+    shape = tuple(int(s) for s in h["shape"])
+    data = base64.b64decode(h["data"])
+    if h["format"] == "f16":
+        return np.frombuffer(data, dtype="<f2").reshape(shape).astype(np.float32)
+    if h["format"] == "png":
+        from PIL import Image  # only PNG heatmaps need Pillow
+
+        planes, joints, rows, cols = shape
+        mosaic = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64)  # (3*32, 17*32)
+        tiles = mosaic.reshape(planes, rows, joints, cols).transpose(0, 2, 1, 3) / 65535.0
+        scale = np.asarray(h["scale"], dtype=np.float64).reshape(planes, joints, 1, 1)
+        return (tiles * scale).astype(np.float32)
+    raise ValueError(f"Unknown heatmap format {h['format']!r}; expected f16 or png")
