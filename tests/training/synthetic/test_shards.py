@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from training.data.sample import SampleSource
+from training.synthetic.shards import ShardSource, write_shards
+from training.synthetic.source import SyntheticHumans
+
+
+def test_shards_round_trip(tmp_path):
+    source = SyntheticHumans("test", size=3, seed=5)
+    paths = write_shards(source, tmp_path, shard_size=2, quality=95)
+    assert [p.name for p in paths] == ["shard-00000.npz", "shard-00001.npz"]
+    shards = ShardSource(tmp_path)
+    assert isinstance(shards, SampleSource) and len(shards) == 3
+    for i in range(3):
+        original, stored = source[i], shards[i]
+        np.testing.assert_array_equal(stored.joints, original.joints)
+        assert stored.camera == original.camera and stored.box == original.box
+        assert stored.meta == original.meta
+        diff = np.abs(np.asarray(stored.image, dtype=int) - np.asarray(original.image, dtype=int))
+        assert diff.mean() < 8  # JPEG at quality 95 of a noisy image
+
+
+def test_missing_shards_are_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="write_shards"):
+        ShardSource(tmp_path)

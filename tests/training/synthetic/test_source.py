@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from training.camera import CropParams, crop_example
+from training.data.sample import Sample, SampleSource
+from training.skeleton import JOINT_NAMES
+from training.synthetic.body import default_bodies
+from training.synthetic.motions import default_motions
+from training.synthetic.source import SyntheticHumans, render_sample
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """A few rendered train and test samples with their scenes."""
+    asset, lib = default_bodies(), default_motions()
+    return {split: [render_sample(asset, lib, split, 0, i) for i in range(4)]
+            for split in ("train", "test")}
+
+
+def test_samples_satisfy_the_contract(rendered):
+    source = SyntheticHumans("train", size=10, seed=0)
+    assert isinstance(source, SampleSource) and len(source) == 10 and source.has_depth
+    for sample, _ in rendered["train"] + rendered["test"]:
+        assert isinstance(sample, Sample) and sample.image.mode == "RGB"
+        assert sample.mask.all() and sample.has_depth
+        assert np.all(sample.joints[:, 2] > 0) and np.isfinite(sample.joints).all()
+        assert sample.meta["dataset"].startswith("synthetic-")
+        example = crop_example(sample.image, sample.camera, sample.joints,
+                               CropParams(rotation=0.2, flip=True), box=sample.box)
+        assert example.image.shape == (256, 256, 3) and np.isfinite(example.target).all()
+
+
+def test_projected_joints_land_on_the_body(rendered):
+    for sample, scene in rendered["train"] + rendered["test"]:
+        mask = scene.body_mask
+        h, w = mask.shape
+        uv = sample.camera.project(sample.joints)
+        checked = 0
+        for name, (u, v) in zip(JOINT_NAMES, uv, strict=True):
+            i, j = int(np.floor(u)), int(np.floor(v))
+            if 2 <= i < w - 2 and 2 <= j < h - 2:
+                # Inner joints project inside the silhouette; the head top (a surface vertex)
+                # may sit on its edge.
+                assert mask[j - 2:j + 3, i - 2:i + 3].any(), name
+                if name in ("pelvis", "neck", "spine"):
+                    assert mask[j, i], name
+                checked += 1
+        assert checked >= 8
+
+
+def test_same_seed_same_sample_and_seeds_differ():
+    a = SyntheticHumans("train", size=5, seed=11)[3]
+    b = SyntheticHumans("train", size=5, seed=11)[3]
+    c = SyntheticHumans("train", size=5, seed=12)[3]
+    np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
+    np.testing.assert_array_equal(a.joints, b.joints)
+    assert a.meta == b.meta
+    assert not np.array_equal(a.joints, c.joints)
+    assert a.image.size != c.image.size or not np.array_equal(np.asarray(a.image),
+                                                              np.asarray(c.image))
+
+
+def test_splits_share_no_bodies(rendered):
+    asset = default_bodies()
+    for split, items in rendered.items():
+        for sample, _ in items:
+            assert sample.meta["body"] in asset.bodies(split)
+    assert not set(asset.bodies("train")) & set(asset.bodies("test"))
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="Unknown split"):
+        SyntheticHumans("val")
+    with pytest.raises(IndexError):
+        SyntheticHumans("train", size=2)[2]
