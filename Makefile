@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test serve proto summary export bench triton-env stack synthetic-asset synthetic-sheet
+.PHONY: install test serve proto summary export bench triton-env stack synthetic-asset synthetic-sheet blazepose-env bench-blazepose badinput
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,3 +75,15 @@ synthetic-sheet: install
 # processes: the docker-compose.yml topology without Docker. Logs in build/stack/; Ctrl-C stops all.
 stack: install triton-env
 	$(BIN)/python -m deploy.stack --model-name $(MODEL)
+
+# MediaPipe BlazePose, the peer model and 2D teacher (peers/): its own venv, as it pins numpy<2.
+BLAZEPOSE_VENV ?= .venv-mediapipe
+blazepose-env:
+	MARGIPOSE_MEDIAPIPE_VENV=$(BLAZEPOSE_VENV) PYTHON=$(PYTHON) bash peers/install_blazepose.sh
+
+bench-blazepose: blazepose-env
+	$(BLAZEPOSE_VENV)/bin/python -m peers.bench_blazepose --json peers/results/blazepose_cpu.json
+
+# The malformed-request corpus against a running deployment: make badinput REST=URL GRPC=HOST:PORT
+badinput: install
+	$(BIN)/python -m bench.badinput --rest $(REST) --grpc $(GRPC)

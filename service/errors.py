@@ -10,6 +10,7 @@
     +-- Overloaded                    429 RESOURCE_EXHAUSTED queue full (has retry_after)
     |   +-- RateLimited               429 RESOURCE_EXHAUSTED per-client rate limit
     +-- DeadlineExceeded              504 DEADLINE_EXCEEDED  request deadline passed
+    +-- RequestTimeout                408 DEADLINE_EXCEEDED  body not received in time
     +-- BackendUnavailable            503 UNAVAILABLE        model not ready or backend down
 
 Messages name the bad value and what is allowed; they are safe to show to clients.
@@ -85,6 +86,14 @@ class DeadlineExceeded(ServiceError):
     http_status = 504
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
     code = "deadline_exceeded"
+
+
+class RequestTimeout(ServiceError):
+    """The client took longer than `body_timeout_s` to send its body (a slow upload)."""
+
+    http_status = 408
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "request_timeout"
 
 
 class BackendUnavailable(ServiceError):

@@ -20,11 +20,13 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -59,6 +61,34 @@ _HEATMAPS_IN = {
 }
 _HEATMAPS_OUT = {name: value for value, name in _HEATMAPS_IN.items()}
 _FIELDS = [f.name for f in pose_pb2.PredictRequest.DESCRIPTOR.fields]
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A request message that did not parse: the error to answer it with, not gRPC's UNKNOWN.
+
+    Handed to the servicer in place of the message, so that Predict fails INVALID_ARGUMENT and
+    StreamPredict answers that frame inline and goes on. `request_id` is empty, like an unset one.
+    """
+
+    error: InvalidRequest
+    request_id: str = ""
+
+
+def lenient(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    """A request deserializer for `message_type` that returns Undecodable instead of raising."""
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Message | Undecodable:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            return Undecodable(InvalidRequest(
+                f"The request ({len(data)} bytes) is not a valid {name} protobuf message; "
+                f"send a {name} serialized with the pose.v1 proto"
+            ))
+
+    return parse
 
 
 def options_from_request(request: pose_pb2.PredictRequest) -> PredictOptions:
@@ -243,6 +273,8 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
         try:
             with self._observe(GET_MODEL, request_id, call):
                 self.access.admit(call.authorization, call.peer)
+                if isinstance(request, Undecodable):
+                    raise request.error
                 return model_to_proto(self.service.model_description())
         except ServiceError as exc:
             await context.abort(exc.grpc_code, exc.message, _trailers(exc, request_id))
@@ -260,6 +292,8 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
 
     async def _predict(self, request: pose_pb2.PredictRequest, request_id: str,
                        time_remaining: float | None) -> pose_pb2.PredictResponse:
+        if isinstance(request, Undecodable):
+            raise request.error
         options = options_from_request(request)
         if options.timeout_s is None and time_remaining is not None:
             # The call's gRPC deadline becomes the core's (which drops work nobody waits for).
@@ -303,6 +337,25 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
             })
 
 
+def add_servicer(servicer: PoseServicer, server: grpc.aio.Server) -> None:
+    """Register pose.v1.PoseService like the generated `add_PoseServiceServicer_to_server`,
+    but with `lenient` request deserializers."""
+    serialize = {"response_serializer": pose_pb2.PredictResponse.SerializeToString}
+    handlers = {
+        "Predict": grpc.unary_unary_rpc_method_handler(
+            servicer.Predict, request_deserializer=lenient(pose_pb2.PredictRequest), **serialize),
+        "StreamPredict": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamPredict, request_deserializer=lenient(pose_pb2.PredictRequest),
+            **serialize),
+        "GetModel": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModel, request_deserializer=lenient(pose_pb2.GetModelRequest),
+            response_serializer=pose_pb2.ModelDescription.SerializeToString),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 class GrpcServer:
     """A grpc.aio server with pose.v1.PoseService, grpc.health.v1 and reflection."""
 
@@ -322,8 +375,7 @@ class GrpcServer:
         """Bind settings.host:settings.grpc_port and serve; return the bound port."""
         limit = self.settings.max_body_bytes + MESSAGE_OVERHEAD_BYTES
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
-        pose_pb2_grpc.add_PoseServiceServicer_to_server(
-            PoseServicer(self.service, self.metrics, self.access), server)
+        add_servicer(PoseServicer(self.service, self.metrics, self.access), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

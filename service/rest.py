@@ -35,14 +35,51 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
+from service.imaging import ACCEPTED_TYPES, SNIFFED_TYPES
 from service.metrics import CONTENT_TYPE, Metrics
-from service.schemas import PredictOptions, PredictResponse, parse_options
+from service.schemas import ErrorResponse, PredictOptions, PredictResponse, parse_options
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("margipose.access")
 
 STATIC_DIR = Path(__file__).parent / "static"  # the demo page: index.html, app.js, style.css
 OPTION_FIELDS = ("boxes", "fx", "fy", "cx", "cy", "root_depth_mm", "heatmaps", "timeout_s")
+
+# OpenAPI of the predict-like routes, which read the request themselves: the inputs and errors.
+_OPTION_SCHEMAS = {
+    "boxes": {"type": "string", "description": "JSON list of person boxes [x, y, w, h], pixels"},
+    **{k: {"type": "number", "description": "camera intrinsics in pixels: all four or none"}
+       for k in ("fx", "fy", "cx", "cy")},
+    "root_depth_mm": {"type": "number", "minimum": 100, "maximum": 100000},
+    "heatmaps": {"type": "string", "enum": ["none", "f16", "png"]},
+    "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+}
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _openapi_inputs(extra: dict[str, dict]) -> dict:
+    """Request body (a raw image, or multipart with `image`) and options; `extra`: more fields."""
+    options = {**_OPTION_SCHEMAS, **extra}
+    return {
+        # In the query with a raw image body; as form fields (only) with multipart.
+        "parameters": [{"name": k, "in": "query", "required": False, "schema": v,
+                        "description": "with a raw image body; multipart sends it as a field"}
+                       for k, v in options.items()],
+        "requestBody": {"required": True, "content": {
+            **{t: {"schema": _BINARY} for t in (*ACCEPTED_TYPES, *SNIFFED_TYPES)},
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["image"], "additionalProperties": False,
+                "properties": {"image": _BINARY, **options},
+            }},
+        }},
+    }
+
+
+_ERRORS = {status: {"model": ErrorResponse, "description": what} for status, what in {
+    401: "missing or wrong bearer token", 408: "the body did not arrive in time",
+    413: "body too large or too many pixels", 415: "not an accepted image type",
+    422: "corrupt image or bad options", 429: "queue full or rate limited (Retry-After)",
+    503: "model not ready", 504: "deadline passed"}.items()}
 
 
 def options_from_fields(fields: Mapping[str, str]) -> PredictOptions:
@@ -191,6 +228,11 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
         limit, timeout_s = service.settings.max_body_bytes, service.settings.body_timeout_s
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
+            if request.query_params:  # they would be ignored
+                raise InvalidRequest(
+                    "With multipart/form-data give options as form fields, not in the query; "
+                    f"got query parameters {sorted(request.query_params)}"
+                )
             # form() re-reads the cached body
             request._body = await _read_body(request, limit, timeout_s)
             try:
@@ -230,7 +272,8 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
         return result
 
     v1.add_api_route("/v1/predict", predict, methods=["POST"], response_model=PredictResponse,
-                     summary="Estimate 3D poses in an image")
+                     summary="Estimate 3D poses in an image", responses=_ERRORS,
+                     openapi_extra=_openapi_inputs({}))
     async def render(request: Request) -> Response:
         data, image_type, options, specific = await read_request(request, ("joint",))
         png = await service.render(data, image_type, options, specific.get("joint", "left_wrist"))
@@ -238,7 +281,8 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
 
     v1.add_api_route("/v1/render", render, methods=["POST"], response_class=Response,
                      summary="Draw the poses: 2D overlay, 3D view, heatmaps of one joint",
-                     responses={200: {"content": {"image/png": {}}}})
+                     responses={200: {"content": {"image/png": {}}}, **_ERRORS},
+                     openapi_extra=_openapi_inputs({"joint": {"type": "string"}}))
     v1.add_api_route("/predict", predict, methods=["POST"], response_model=PredictResponse,
                      include_in_schema=False)
 

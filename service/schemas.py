@@ -111,6 +111,18 @@ class Person(BaseModel):
     heatmaps: Heatmaps | None = None
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="e.g. invalid_image, payload_too_large, overloaded")
+    message: str = Field(description="what was wrong and what is allowed")
+    retry_after: float | None = Field(None, description="seconds to wait before retrying")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
 class PredictResponse(BaseModel):
     model: dict
     image: dict = Field(description="width and height after EXIF orientation")

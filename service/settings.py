@@ -58,6 +58,9 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 20 * 1024 * 1024
     """Largest accepted request body (413 beyond)."""
+    body_timeout_s: float = Field(60.0, gt=0)
+    """Longest a REST client may take to send its request body, from the end of its headers;
+    a slower upload (slow-loris) gets 408 and its connection is closed."""
     max_image_pixels: int = 50_000_000
     """Largest accepted image in pixels, checked before decoding (413 beyond)."""
     max_persons: int = 16

@@ -1,0 +1,1 @@
+"""Peer models run beside ours for benchmarks and as teachers (MediaPipe BlazePose)."""
