@@ -4,6 +4,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.training.data_fixtures import write_h36m, write_mpi3dhp, write_mpii
@@ -24,11 +25,12 @@ def fixture(tmp_path_factory) -> tuple[Path, dict]:
 def test_dataset_names():
     assert DATASETS == (
         "h36m-trainval", "h36m-test", "mpi3d-train", "mpi3d-val", "mpi3d-trainval",
-        "mpi3d-test", "mpii-train", "mpii-val", "mpii-trainval",
+        "mpi3d-test", "mpii-train", "mpii-val", "mpii-trainval", "synthetic-train",
+        "synthetic-test",
     )
 
 
-@pytest.mark.parametrize("spec", DATASETS)
+@pytest.mark.parametrize("spec", [d for d in DATASETS if not d.startswith("synthetic")])
 def test_every_name_opens_its_reader(fixture, spec):
     root, truth = fixture
     source = open_dataset(spec, root)
@@ -42,7 +44,7 @@ def test_every_name_opens_its_reader(fixture, spec):
 
 
 def test_unknown_name_lists_the_choices(tmp_path):
-    choices = r"'mpii-test'; choose one of h36m-trainval, .*, mpii-trainval"
+    choices = r"'mpii-test'; choose one of h36m-trainval, .*, mpii-trainval, .*synthetic-test"
     with pytest.raises(ValueError, match=choices):
         open_dataset("mpii-test", tmp_path)
 
@@ -64,3 +66,19 @@ def test_real_data_root():
     for spec in present:
         source = open_dataset(spec, Path(root))
         assert len(source) > 0 and source[0].meta["dataset"] == spec.split("-")[0]
+
+
+def test_synthetic_specs_render_on_the_fly_or_read_shards(tmp_path):
+    from training.data.registry import SYNTHETIC_SIZES
+    from training.synthetic.shards import write_shards
+    from training.synthetic.source import SyntheticHumans
+
+    live = open_dataset("synthetic-test", tmp_path)
+    assert isinstance(live, SyntheticHumans) and len(live) == SYNTHETIC_SIZES["test"]
+    # Shards anywhere below <root>/synthetic/test are found and read instead.
+    write_shards(SyntheticHumans("test", size=3, seed=0), tmp_path / "synthetic" / "test" / "a")
+    stored = open_dataset("synthetic-test", tmp_path)
+    assert stored.name == "synthetic-test" and len(stored) == 3
+    for i in range(3):
+        np.testing.assert_allclose(stored[i].joints, live[i].joints)
+        assert stored[i].meta["index"] == i

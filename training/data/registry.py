@@ -9,6 +9,11 @@ The caller passes the data root (nothing is read from the environment). Expected
     <root>/mpi3d/test/S{t}/Seq1/metadata.h5, annot_data.mat, camera.calibration,
                  imageSequence/video_0/img_{frame+1:06d}.jpg
     <root>/mpii/images/*.jpg, annot.h5, valid.h5                        (pose-hg-train files)
+    <root>/synthetic/{train,test}/**/shard-*.npz     (optional: pre-rendered synthetic humans)
+
+`synthetic-train` and `synthetic-test` read pre-rendered shards when the data root has them
+(`training/synthetic/shards.py`), else render on the fly (`training/synthetic/source.py`:
+SYNTHETIC_SIZES samples, seed 0).
 
 Each reader's module docstring gives the fields it reads and the protocol it follows.
 """
@@ -41,7 +46,12 @@ DATASETS: tuple[str, ...] = (
     "mpii-train",
     "mpii-val",
     "mpii-trainval",
+    "synthetic-train",
+    "synthetic-test",
 )
+
+# Samples of the on-the-fly synthetic sets (their index space; rendering is deterministic).
+SYNTHETIC_SIZES = {"train": 100_000, "test": 2_000}
 
 
 def open_dataset(spec: str, root: Path) -> SampleSource:
@@ -49,5 +59,17 @@ def open_dataset(spec: str, root: Path) -> SampleSource:
     if spec not in DATASETS:
         raise ValueError(f"Unknown dataset {spec!r}; choose one of {', '.join(DATASETS)}")
     family, split = spec.split("-", 1)
+    if family == "synthetic":
+        return _synthetic(Path(root) / "synthetic" / split, split)
     subdirectory, reader = _READERS[family]
     return reader(Path(root) / subdirectory, split)
+
+
+def _synthetic(directory: Path, split: str) -> SampleSource:
+    """Pre-rendered shards under `directory` if any, else the on-the-fly renderer."""
+    from training.synthetic.shards import ShardSource
+    from training.synthetic.source import SyntheticHumans
+
+    if any(directory.rglob("shard-*.npz")):
+        return ShardSource(directory, name=f"synthetic-{split}")
+    return SyntheticHumans(split, size=SYNTHETIC_SIZES[split], seed=0)

@@ -70,13 +70,15 @@ def _write(path: Path, samples: list[Sample], quality: int) -> None:
 
 
 class ShardSource:
-    """A `SampleSource` over shards written by `write_shards` (one shard in memory at a time)."""
+    """A `SampleSource` over the shards written by `write_shards` under `directory` (searched
+    recursively). Shards stay in memory once read (about their size on disk): training draws
+    samples in random order, and re-reading a shard per sample would dominate its time."""
 
     has_depth = True
 
     def __init__(self, directory: Path, name: str = "synthetic-shards") -> None:
         self.name = name
-        self._paths = sorted(Path(directory).glob("shard-*.npz"))
+        self._paths = sorted(Path(directory).rglob("shard-*.npz"))
         if not self._paths:
             raise FileNotFoundError(f"No shard-*.npz files in {directory}; write them with "
                                     "training.synthetic.shards.write_shards")
@@ -85,18 +87,18 @@ class ShardSource:
             with np.load(path) as z:
                 counts.append(len(z["offsets"]) - 1)
         self._starts = np.concatenate([[0], np.cumsum(counts)])
-        self._cached: tuple[int, dict[str, np.ndarray], list[dict]] | None = None
+        self._cache: dict[int, tuple[dict[str, np.ndarray], list[dict]]] = {}
 
     def __len__(self) -> int:
         return int(self._starts[-1])
 
     def _shard(self, k: int) -> tuple[dict[str, np.ndarray], list[dict]]:
-        """Arrays and meta of shard k, kept until another shard is read."""
-        if self._cached is None or self._cached[0] != k:
+        """Arrays and meta of shard k (read once, then kept)."""
+        if k not in self._cache:
             with np.load(self._paths[k]) as z:
                 arrays = {key: z[key] for key in z.files}
-            self._cached = (k, arrays, json.loads(arrays["meta"].tobytes().decode()))
-        return self._cached[1], self._cached[2]
+            self._cache[k] = (arrays, json.loads(arrays["meta"].tobytes().decode()))
+        return self._cache[k]
 
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):

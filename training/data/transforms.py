@@ -1,0 +1,183 @@
+"""Sample -> training example: augmented crop, colour jitter, normalised targets and masks.
+
+One `Sample` (a full source image with camera-space joints) becomes one `Example`: the 256x256
+uint8 crop the model sees, its normalised (x, y, z) targets, the joint mask and what is needed
+to map a prediction back to the source camera (`Example.to_camera`). The geometry is the
+existing crop pipeline (`training.camera`): a square of 1.5 x the projected joint extent (the
+sample's box), jittered, rescaled, turned and mirrored by `CropParams` drawn from the sample's
+augmentation family, resampled with 2x supersampling. Mirroring re-orders joints and mask.
+
+Colour augmentation follows the reference: brightness, contrast and saturation each with
+p = 0.3 and a factor U(0.8, 1.2), hue with p = 0.3 and a shift U(-0.1, 0.1) (in turns of the
+colour wheel), applied in that order (Pillow's ImageEnhance Brightness -> Contrast -> Color,
+then the hue shift) to the 256 crop after the warp.
+
+Everything is a pure function of the sample and the parameters; `random_example` draws the
+parameters from a numpy Generator, so an example is reproducible from its generator's seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+from torch import Tensor
+
+from posecontract.crop_image import render_crop
+from posecontract.geometry import Crop
+from posecontract.layout import INPUT_SIZE
+from training.camera import (
+    CropParams,
+    augmented_crop,
+    crop_targets,
+    inside_crop,
+    ndc_to_camera,
+    sample_params,
+)
+from training.data.sample import Sample
+from training.skeleton import flip_joint_order
+
+COLOUR_PROB = 0.3  # each of brightness, contrast, saturation and hue independently
+COLOUR_FACTOR_RANGE = (0.8, 1.2)
+HUE_SHIFT_RANGE = (-0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class ColourParams:
+    """One draw of the colour augmentation; the defaults leave the image unchanged."""
+
+    brightness: float = 1.0  # ImageEnhance factors: 1 is the identity
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue: float = 0.0  # shift in turns of the colour wheel, in [-0.5, 0.5]
+
+
+@dataclass(frozen=True, eq=False)
+class CropGeometry:
+    """The crop of a sample and its float64 targets (before rendering and the float32 cast)."""
+
+    crop: Crop
+    target: np.ndarray  # (17, 3) float64 normalised coordinates, crop joint order
+    mask: np.ndarray  # (17,) bool, crop joint order
+    z_ref: float  # root depth, mm (the crop steps never change depth)
+
+
+@dataclass(frozen=True, eq=False)
+class Example:
+    """One training example, ready to collate."""
+
+    image: Tensor  # (3, 256, 256) uint8 RGB
+    target: Tensor  # (17, 3) float32 normalised (x, y, z); z meaningless unless has_depth
+    mask: Tensor  # (17,) bool: labelled (and, for 2D-only samples, inside the crop)
+    has_depth: bool
+    crop: Crop  # crop camera and maps from the source camera (for `to_camera`)
+    z_ref: float  # ground-truth root depth, mm
+    joints: np.ndarray  # (17, 3) float64 source camera-space joints, canonical order, mm
+
+    def to_camera(self, ndc: np.ndarray, z_ref: float | None = None) -> np.ndarray:
+        """Map normalised joints (17, 3) predicted on this crop to source camera mm
+        (canonical order), at root depth `z_ref` (default: the ground truth)."""
+        return ndc_to_camera(ndc, self.crop, self.z_ref if z_ref is None else z_ref)
+
+
+def sample_colour(rng: np.random.Generator) -> ColourParams:
+    """Draw colour augmentation parameters (each effect on with p = 0.3)."""
+    lo, hi = COLOUR_FACTOR_RANGE
+    # Fixed number of draws per call, so later draws do not depend on which effects fired.
+    on = rng.random(4) < COLOUR_PROB
+    factors = rng.uniform(lo, hi, size=3)
+    hue = rng.uniform(*HUE_SHIFT_RANGE)
+    return ColourParams(
+        brightness=float(factors[0]) if on[0] else 1.0,
+        contrast=float(factors[1]) if on[1] else 1.0,
+        saturation=float(factors[2]) if on[2] else 1.0,
+        hue=float(hue) if on[3] else 0.0,
+    )
+
+
+def shift_hue(image: Image.Image, shift: float) -> Image.Image:
+    """Rotate the hue of an RGB image by `shift` turns (torchvision's PIL adjust_hue)."""
+    if not -0.5 <= shift <= 0.5:
+        raise ValueError(f"Hue shift must be in [-0.5, 0.5] turns, got {shift}")
+    h, s, v = image.convert("HSV").split()
+    # Pillow's hue channel spans 0..255 for one turn; the shift wraps around, truncated to a
+    # whole step towards zero as torchvision's np.uint8(shift * 255) does.
+    hue = (np.asarray(h, dtype=np.int64) + int(shift * 255)) % 256
+    h = Image.fromarray(hue.astype(np.uint8), "L")
+    return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+
+def apply_colour(image: np.ndarray, colour: ColourParams) -> np.ndarray:
+    """Colour-augment an (H, W, 3) uint8 RGB image: brightness, contrast, saturation, hue."""
+    if colour == ColourParams():
+        return image
+    pil = Image.fromarray(image)
+    for enhancer, factor in (
+        (ImageEnhance.Brightness, colour.brightness),
+        (ImageEnhance.Contrast, colour.contrast),
+        (ImageEnhance.Color, colour.saturation),
+    ):
+        if factor != 1.0:
+            pil = enhancer(pil).enhance(factor)
+    if colour.hue != 0.0:
+        pil = shift_hue(pil, colour.hue)
+    return np.asarray(pil, dtype=np.uint8).copy()
+
+
+def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE) -> CropGeometry:
+    """The crop of `sample` under `params`, with its normalised targets and joint mask."""
+    crop = augmented_crop(sample.camera, sample.box, params, size)
+    joints = sample.joints
+    missing = ~np.isfinite(joints).all(axis=-1)
+    if missing.any():
+        if (missing & sample.mask).any():
+            raise ValueError(f"Labelled joints {np.flatnonzero(missing & sample.mask).tolist()} "
+                             "have non-finite coordinates")
+        # Unlabelled joints may be NaN placeholders: give them a finite stand-in (the mean of
+        # the others) so the root depth and the other targets stay finite; they stay masked.
+        joints = joints.copy()
+        joints[missing] = joints[~missing].mean(axis=0)
+    _, target, z_ref = crop_targets(joints, crop)
+    mask = flip_joint_order(sample.mask, axis=-1) if crop.flipped else sample.mask.copy()
+    if not sample.has_depth:
+        # 2D-only joints outside the crop are not supervised (3D sets keep them: reference).
+        mask &= inside_crop(target)
+    return CropGeometry(crop, target, mask, z_ref)
+
+
+def make_example(
+    sample: Sample,
+    params: CropParams | None = None,
+    colour: ColourParams | None = None,
+    size: int = INPUT_SIZE,
+) -> Example:
+    """Cut the example of `sample` under crop and colour parameters (None: no augmentation)."""
+    geometry = crop_geometry(sample, params or CropParams(), size)
+    pixels = render_crop(sample.image, geometry.crop)  # (size, size, 3)
+    if colour is not None:
+        pixels = apply_colour(pixels, colour)
+    return Example(
+        image=torch.from_numpy(pixels).permute(2, 0, 1).contiguous(),
+        target=torch.from_numpy(geometry.target.astype(np.float32)),
+        mask=torch.from_numpy(geometry.mask),
+        has_depth=sample.has_depth,
+        crop=geometry.crop,
+        z_ref=geometry.z_ref,
+        joints=sample.joints,
+    )
+
+
+def random_example(sample: Sample, rng: np.random.Generator, size: int = INPUT_SIZE) -> Example:
+    """Cut an augmented example: crop parameters from the sample's family, then colour."""
+    params = sample_params(rng, sample.augmentation)
+    colour = sample_colour(rng)
+    return make_example(sample, params, colour, size)
+
+
+def example_rng(seed: int, *key: int) -> np.random.Generator:
+    """The generator of one draw, from the run seed and the draw's key (non-negative ints)."""
+    if seed < 0 or any(k < 0 for k in key):
+        raise ValueError(f"Seeds and keys must be non-negative, got seed {seed} and key {key}")
+    return np.random.default_rng([seed, *key])
