@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from bench import reliability
 from bench.faultproxy import FaultProxy
 from deploy.triton_server import missing_reason
 from tests.conftest import MODEL_NAME
+
+SMALL_PHOTO = Path(__file__).resolve().parents[2] / "data" / "photos" / "astronaut.jpg"
 
 
 def test_rss_growth_is_the_slope_of_the_second_half():
@@ -111,8 +114,9 @@ def test_reliability_suite_smoke(model_repository, tmp_path):
         "--capacity-s", "3", "--soak-s", "4", "--overload-s", "3", "--fault-s", "3",
         # Mechanisms, not performance: light soak and recovery loads, a generous deadline.
         "--soak-fraction", "0.3", "--recovery-fraction", "0.2", "--deadline-s", "5",
-        # A queue of two crops and 4x the capacity: the overload shows on any machine.
-        "--max-queue", "2", "--overload-factor", "4",
+        # A queue of two crops and 60 small requests/s: the tiny model's twin cannot keep up,
+        # so the overload shows whatever capacity a busy machine measured.
+        "--max-queue", "2", "--overload-rate", "60", "--images", str(SMALL_PHOTO),
         "--json", str(tmp_path / "r.json")])
     result = reliability.main(args)
     checks = {(c["scenario"], c["check"]): c for c in result["checks"]}
