@@ -1,0 +1,80 @@
+"""Score MediaPipe BlazePose on a dataset of ours, as `margipose-eval` scores our models.
+
+    python -m peers.eval_blazepose --dataset synthetic-test --data-root build --complexity 1 2 \\
+        --json results/blazepose_synthetic_test.json
+
+Each sample's image goes to BlazePose cropped to the sample's reference box (the box our
+evaluation crops too). Its world landmarks (mm, hip-centred, camera-aligned axes) mapped to our
+17 joints (`peers.blazepose_mapping`) are compared with the ground truth made root-relative at
+the pelvis, on the 14 evaluation joints: MPJPE, PCK@150 and AUC, unaligned and after a
+similarity Procrustes fit on all 17 joints (`training.metrics.score_poses`). BlazePose's hip
+and head definitions differ from ours, so its aligned figures are the fairer comparison. Samples
+where BlazePose finds nobody are counted and left out of the means (its scores are therefore
+on an easier subset when the detection rate is below 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peers.blazepose_client import BlazePoseClient
+from posecontract.skeleton import EVAL_14, ROOT
+from training.metrics import score_poses
+
+NAMES = {0: "lite", 1: "full", 2: "heavy"}
+
+
+def score(source, complexity: int, limit: int | None) -> dict[str, Any]:
+    """BlazePose at `complexity` over the first `limit` samples of `source`."""
+    preds, gts, missed, seconds = [], [], 0, []
+    count = len(source) if limit is None else min(limit, len(source))
+    with tempfile.TemporaryDirectory() as tmp, BlazePoseClient(complexity) as blazepose:
+        for i in range(count):
+            sample = source[i]
+            path = Path(tmp) / f"{i}.png"
+            sample.image.save(path)
+            (u, v), half = sample.box.centre, sample.box.side / 2
+            pred = blazepose.predict(path, [u - half, v - half, u + half, v + half])
+            seconds.append(pred.seconds)
+            if not pred.found:
+                missed += 1
+                continue
+            preds.append(pred.joints3d)
+            gts.append(sample.joints - sample.joints[ROOT])
+    scores = score_poses(np.asarray(preds), np.asarray(gts), EVAL_14).means() if preds else {}
+    return {"model": f"blazepose-{NAMES[complexity]}", "samples": count, "found": count - missed,
+            "detection_rate": (count - missed) / count, "median_seconds": float(
+                np.median(seconds)), **scores}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="synthetic-test")
+    p.add_argument("--data-root", type=Path, default=Path("build"))
+    p.add_argument("--complexity", type=int, nargs="+", choices=sorted(NAMES), default=[1, 2])
+    p.add_argument("--limit", type=int)
+    p.add_argument("--json", type=Path)
+    return p
+
+
+def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from training.data.registry import open_dataset
+
+    source = open_dataset(args.dataset, args.data_root)
+    rows = [score(source, c, args.limit) for c in args.complexity]
+    for r in rows:
+        print(json.dumps(r))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"dataset": args.dataset, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
