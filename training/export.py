@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     if args.checkpoint is not None:
         model, payload = load_checkpoint(args.checkpoint)
-        extra = {"source": str(args.checkpoint), "step": payload.get("step")}
+        # The card says what trained the weights: the run's arguments (data, schedule, seed).
+        extra = {"source": str(args.checkpoint), "step": payload.get("step"),
+                 "training": payload.get("args")}
     else:
         torch.manual_seed(args.seed)
         model = build_model(variant_config(args.variant))

@@ -97,8 +97,24 @@ async def _timed(coro) -> float:
     return loop.time() - began
 
 
-# Checks a few-second run cannot judge fairly: they need the full soak's minutes.
-NEEDS_A_LONG_RUN = {"RSS does not grow", "latency stable (last p99 <= 1.5x first + 50 ms)"}
+# What the seconds-long smoke asserts: the mechanisms (rejection with Retry-After, errors of
+# the right kind, readiness, recovery, no leaked slots). The timing checks (latency, deadlines
+# under load, RSS drift) depend on a quiet machine and minutes of load: they are judged by the
+# full run (`python -m bench.reliability`, BENCHMARKS.md), and only reported here.
+MECHANISMS = {
+    ("overload", "excess rejected with 429"),
+    ("overload", "every 429 has Retry-After"),
+    ("slow backend", "answers 504 past the deadline (429 when the queue is full)"),
+    ("slow backend", "no leaked slots"),
+    ("slow backend", "serves again"),
+    ("backend killed", "readiness goes false"),
+    ("backend killed", "only results or 503"),
+    ("backend killed", "ready and serving again without a restart"),
+    ("Triton restarted", "readiness goes false"),
+    ("Triton restarted", "only results or 503"),
+    ("Triton restarted", "ready and serving again without a gateway restart"),
+    ("end", "no leaked in-flight or queued requests"),
+}
 
 
 @pytest.mark.slow
@@ -123,8 +139,8 @@ def test_reliability_suite_smoke(model_repository, tmp_path):
     scenarios = {s for s, _ in checks}
     assert scenarios == {"soak", "overload", "slow backend", "backend killed",
                          "Triton restarted", "end"}
-    failed = [c for c in result["checks"] if not c["passed"] and c["check"] not in
-              NEEDS_A_LONG_RUN]
+    assert MECHANISMS <= set(checks), MECHANISMS - set(checks)
+    failed = [checks[key] for key in sorted(MECHANISMS) if not checks[key]["passed"]]
     assert failed == [], failed
     assert result["faults"]["killed"]["statuses"].get("503", 0) > 0
     assert result["overload"]["statuses"].get("429", 0) > 0

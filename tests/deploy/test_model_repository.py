@@ -29,3 +29,27 @@ def test_committed_config_is_rendered_from_the_contract(config):
     assert [i.name for i in parsed.input] == [INPUT.name]
     assert [o.name for o in parsed.output] == [s.name for s in OUTPUTS]
     assert parsed.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+MODELS = sorted(REPOSITORY.glob("*/*/model.pt"))
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: f"{p.parents[1].name}/{p.parent.name}")
+def test_committed_model_honours_the_contract(path):
+    """The shipped TorchScript: the layout's outputs, a card naming what trained it."""
+    import json
+
+    import torch
+
+    files = {"model.json": ""}
+    model = torch.jit.load(str(path), _extra_files=files)
+    card = json.loads(files["model.json"])
+    assert card["name"] == path.parents[1].name
+    assert card["training"]["train"], "the card must say which data trained the weights"
+    assert path.stat().st_size <= 25 * 2**20
+    images = torch.zeros((2, *INPUT.dims), dtype=torch.uint8)
+    with torch.inference_mode():
+        outputs = model(images)
+    assert [tuple(t.shape[1:]) for t in outputs] == [tuple(s.dims) for s in OUTPUTS]
+    coords = outputs[0]
+    assert torch.isfinite(coords).all() and coords.abs().max() <= 1
