@@ -403,6 +403,45 @@ class MargiPose(nn.Module):
         return coords_from_marginals(maps[0], maps[1], maps[2]), stages
 
 
+class _FixedBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that stays in eval mode: it normalises with its running statistics and
+    never updates them, whatever `train()` says. Same parameters and buffers as BatchNorm2d, so
+    checkpoints load into the plain model."""
+
+    def train(self, mode: bool = True) -> _FixedBatchNorm2d:
+        return super().train(False)
+
+
+# Parts of a model that `freeze` can fix, by name -> submodule paths.
+FREEZABLE = {"stride8": ("trunk.stem", "trunk.to_stride8")}
+
+
+def freeze(model: MargiPose, part: str) -> int:
+    """Fix `part` of the model for training (`FREEZABLE`): no gradients, and its BatchNorm layers
+    keep their (ImageNet) statistics. Returns the number of parameters fixed.
+
+    Freezing the pretrained EfficientNet-Lite0 up to stride 8 keeps the low-level filters that
+    ImageNet's real photos taught (a synthetic training set cannot improve them, only specialise
+    them to its renderer) and skips their backward pass, the costliest at full resolution.
+    """
+    if part not in FREEZABLE:
+        raise ValueError(f"Unknown part {part!r} to freeze; choose one of {sorted(FREEZABLE)}")
+    if model.cfg.trunk != "efficientnet-lite0":
+        raise ValueError(f"freeze({part!r}) needs the efficientnet-lite0 trunk, "
+                         f"not {model.cfg.trunk!r}")
+    count = 0
+    for path in FREEZABLE[part]:
+        module = model.get_submodule(path)
+        for p in module.parameters():
+            p.requires_grad_(False)
+            count += p.numel()
+        for m in module.modules():
+            if type(m) is nn.BatchNorm2d:
+                m.__class__ = _FixedBatchNorm2d
+                m.eval()
+    return count
+
+
 def _init_parameters(model: nn.Module) -> None:
     """Kaiming-normal (fan_out) convs, BN weight 1 and bias 0, as in the reference."""
     for m in model.modules():

@@ -38,7 +38,7 @@ from training.data.mixed import (
 from training.data.sample import SampleSource
 from training.data.transforms import make_example
 from training.engine import evaluate, predict_figure, train_one_epoch, unwrap
-from training.model import VARIANTS, build_model, variant_config
+from training.model import FREEZABLE, VARIANTS, build_model, freeze, variant_config
 from training.schedule import LOW_LR_FRACTION, MOMENTUM_HIGH, OneCycle
 
 DatasetFactory = Callable[[str, Path], SampleSource]
@@ -47,7 +47,7 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat1
 CHECKPOINT_NAME = "last.pt"
 # Arguments that define the run: a resumed run must agree on them to continue the same run.
 RUN_DEFINING = ("variant", "train", "epochs", "steps_per_epoch", "batch_size", "source_counts",
-                "lr_max", "seed", "n_stages", "no_axis_permutation", "no_jsd")
+                "lr_max", "seed", "n_stages", "no_axis_permutation", "no_jsd", "freeze")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -82,6 +82,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-stages", type=int, help="ablation: number of stages (variant default)")
     p.add_argument("--no-axis-permutation", action="store_true", help="ablation")
     p.add_argument("--no-jsd", action="store_true", help="ablation: no JSD regulariser")
+    p.add_argument("--freeze", choices=sorted(FREEZABLE),
+                   help="keep this part of the pretrained trunk fixed (stride8: stem and blocks "
+                        "to stride 8, BatchNorm statistics included)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory format (faster convolutions on CPU)")
     return p
 
 
@@ -287,7 +292,11 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
             overrides["n_stages"] = args.n_stages
         model = build_model(variant_config(args.variant, **overrides),
                             pretrained=not args.no_pretrained)
+    if args.freeze:
+        freeze(model, args.freeze)
     model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     net: nn.Module = model
     if job.world_size > 1:
         if device.type == "cuda":
@@ -300,7 +309,8 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
 
     schedule = OneCycle(args.epochs * args.steps_per_epoch, args.lr_max)
     # SGD without weight decay or Nesterov; lr and momentum are set before every batch.
-    optimiser = torch.optim.SGD(net.parameters(), lr=LOW_LR_FRACTION * args.lr_max,
+    trained = [p for p in net.parameters() if p.requires_grad]
+    optimiser = torch.optim.SGD(trained, lr=LOW_LR_FRACTION * args.lr_max,
                                 momentum=MOMENTUM_HIGH, weight_decay=0.0, nesterov=False)
     amp = AMP_DTYPES[args.amp]
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None

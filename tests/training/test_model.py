@@ -141,3 +141,28 @@ def test_lite_trunk_loads_imagenet_weights():
                        source["_blocks.10._project_conv.weight"])
     assert torch.equal(trunk.to_stride8[4].depthwise[2].running_var,
                        source["_blocks.4._bn1.running_var"])
+
+
+def test_freeze_fixes_the_stride8_trunk_only() -> None:
+    from training.model import freeze
+
+    model = build_model(variant_config("margipose-lite"), pretrained=False)
+    count = freeze(model, "stride8")
+    fixed = [p for n, p in model.named_parameters()
+             if n.startswith(("trunk.stem.", "trunk.to_stride8."))]
+    assert count == sum(p.numel() for p in fixed) > 0
+    assert not any(p.requires_grad for p in fixed)
+    assert all(p.requires_grad for n, p in model.named_parameters()
+               if not n.startswith(("trunk.stem.", "trunk.to_stride8.")))
+    model.train()
+    bns = [m for m in model.trunk.to_stride8.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert model.trunk.to_stride16.training
+    before = bns[0].running_mean.clone()
+    model(torch.rand(2, 3, 256, 256))
+    assert torch.equal(before, bns[0].running_mean)  # statistics stay the pretrained ones
+    # The frozen model's weights load into a plain one.
+    plain = build_model(variant_config("margipose-lite"), pretrained=False)
+    plain.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="Unknown part 'all' to freeze; choose one of"):
+        freeze(model, "all")

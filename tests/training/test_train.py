@@ -246,3 +246,25 @@ def test_two_gloo_ranks_match_one_process_on_the_same_global_batch(tmp_path: Pat
     for key, value in a.items():
         if "running" not in key and "num_batches" not in key:  # parameters, not BN statistics
             torch.testing.assert_close(b[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_freeze_keeps_the_stride8_trunk_and_its_statistics_fixed(tmp_path: Path) -> None:
+    from training.model import build_model
+    from training.train import seed_all
+
+    out = tmp_path / "frozen"
+    _run(_argv(out, "--freeze", "stride8", "--channels-last"))
+    seed_all(3)  # the run's seed: the same initial weights
+    initial = build_model(_tiny_config(), pretrained=False).state_dict()
+    trained = torch.load(out / "last.pt", weights_only=True)["state_dict"]
+    frozen = [k for k in initial if k.startswith(("trunk.stem.", "trunk.to_stride8."))]
+    assert any(k.endswith("running_mean") for k in frozen)
+    for key in frozen:  # weights and BatchNorm statistics alike
+        assert torch.equal(initial[key], trained[key]), key
+    changed = [k for k in initial if k not in frozen and initial[k].is_floating_point()
+               and not torch.equal(initial[k], trained[k])]
+    assert any(k.startswith("trunk.to_stride16.") for k in changed)
+    assert any(k.startswith(("first.", "refine.")) for k in changed)
+    # --freeze defines the run: resuming without it is refused.
+    with pytest.raises(ValueError, match="freeze: checkpoint 'stride8' vs now None"):
+        _run([*_argv(tmp_path / "again"), "--resume", str(out / "last.pt")])

@@ -10,6 +10,8 @@ The caller passes the data root (nothing is read from the environment). Expected
                  imageSequence/video_0/img_{frame+1:06d}.jpg
     <root>/mpii/images/*.jpg, annot.h5, valid.h5                        (pose-hg-train files)
     <root>/synthetic/{train,test}/**/shard-*.npz     (optional: pre-rendered synthetic humans)
+    <root>/real2d/images/{source}/{frame:04d}.jpg, labels.jsonl    (teacher-labelled real people,
+                                                      `python -m training.data.real2d build`)
 
 `synthetic-train` and `synthetic-test` read pre-rendered shards when the data root has them
 (`training/synthetic/shards.py`), else render on the fly (`training/synthetic/source.py`:
@@ -26,6 +28,7 @@ from pathlib import Path
 from training.data.h36m import Human36M
 from training.data.mpi3dhp import MpiInf3dhp
 from training.data.mpii import Mpii
+from training.data.real2d import Real2D
 from training.data.sample import SampleSource
 
 # Family -> (subdirectory of the data root, reader taking (directory, split)).
@@ -33,6 +36,7 @@ _READERS: dict[str, tuple[str, Callable[[Path, str], SampleSource]]] = {
     "h36m": ("h36m", Human36M),
     "mpi3d": ("mpi3d", MpiInf3dhp),
     "mpii": ("mpii", Mpii),
+    "real2d": ("real2d", Real2D),
 }
 
 # Valid dataset names, e.g. for argparse `choices`.
@@ -46,6 +50,9 @@ DATASETS: tuple[str, ...] = (
     "mpii-train",
     "mpii-val",
     "mpii-trainval",
+    "real2d-train",
+    "real2d-val",
+    "real2d-trainval",
     "synthetic-train",
     "synthetic-test",
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from training.data.sample import Sample
@@ -28,8 +29,12 @@ def draw_sample(sample: Sample, tile: int) -> Image.Image:
     uv = sample.camera.project(sample.joints) * scale
     draw = ImageDraw.Draw(image)
     for child, parent in BONES:
+        if not np.isfinite(uv[[child, parent]]).all():  # an unlabelled joint (NaN)
+            continue
         draw.line([tuple(uv[child]), tuple(uv[parent])], fill=(255, 255, 255), width=1)
     for name, (u, v) in zip(JOINT_NAMES, uv, strict=True):
+        if not (np.isfinite(u) and np.isfinite(v)):
+            continue
         colour = ((230, 40, 40) if name.startswith("right") else
                   (40, 220, 40) if name.startswith("left") else (250, 220, 0))
         draw.ellipse([u - 2, v - 2, u + 2, v + 2], fill=colour)
