@@ -24,15 +24,18 @@ from typing import Any
 import numpy as np
 
 from peers.blazepose_client import BlazePoseClient
-from posecontract.skeleton import EVAL_14, ROOT
+from posecontract.skeleton import EVAL_14, NUM_JOINTS, ROOT
 from training.metrics import score_poses
 
 NAMES = {0: "lite", 1: "full", 2: "heavy"}
 
 
-def score(source, complexity: int, limit: int | None) -> dict[str, Any]:
-    """BlazePose at `complexity` over the first `limit` samples of `source`."""
-    preds, gts, missed, seconds = [], [], 0, []
+def predict(source, complexity: int, limit: int | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+    """BlazePose at `complexity` on the first `limit` samples of `source`: root-relative mm
+    predictions (N, 17, 3; NaN where nobody was found), ground truths (N, 17, 3), found (N,),
+    and the seconds of each call."""
+    preds, gts, found, seconds = [], [], [], []
     count = len(source) if limit is None else min(limit, len(source))
     with tempfile.TemporaryDirectory() as tmp, BlazePoseClient(complexity) as blazepose:
         for i in range(count):
@@ -42,15 +45,20 @@ def score(source, complexity: int, limit: int | None) -> dict[str, Any]:
             (u, v), half = sample.box.centre, sample.box.side / 2
             pred = blazepose.predict(path, [u - half, v - half, u + half, v + half])
             seconds.append(pred.seconds)
-            if not pred.found:
-                missed += 1
-                continue
-            preds.append(pred.joints3d)
+            found.append(pred.found)
+            preds.append(pred.joints3d if pred.found else np.full((NUM_JOINTS, 3), np.nan))
             gts.append(sample.joints - sample.joints[ROOT])
-    scores = score_poses(np.asarray(preds), np.asarray(gts), EVAL_14).means() if preds else {}
-    return {"model": f"blazepose-{NAMES[complexity]}", "samples": count, "found": count - missed,
-            "detection_rate": (count - missed) / count, "median_seconds": float(
-                np.median(seconds)), **scores}
+    return np.asarray(preds), np.asarray(gts), np.asarray(found, dtype=bool), seconds
+
+
+def score(source, complexity: int, limit: int | None) -> dict[str, Any]:
+    """BlazePose at `complexity` over the first `limit` samples of `source`."""
+    preds, gts, found, seconds = predict(source, complexity, limit)
+    count = len(found)
+    scores = (score_poses(preds[found], gts[found], EVAL_14).means() if found.any() else {})
+    return {"model": f"blazepose-{NAMES[complexity]}", "samples": count,
+            "found": int(found.sum()), "detection_rate": float(found.mean()),
+            "median_seconds": float(np.median(seconds)), **scores}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
