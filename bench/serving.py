@@ -11,7 +11,10 @@ which costs the same), one target at a time so they never compete for the cores:
 - `gateway-local-rest`, `gateway-local-grpc`: the gateway (`serve`, embedded backend);
 - `triton-direct`: Triton (bundled tritonserver, CPU twin) called with tritonclient on
   precomputed crops, no gateway;
-- `gateway-triton-rest`: the gateway with `--backend triton` in front of that Triton.
+- `gateway-triton-rest`: the gateway with `--backend triton` in front of that Triton;
+- `blazepose`: the peer, MediaPipe BlazePose full and heavy (`peers/bench_blazepose.py` in the
+  MediaPipe venv), in-process on 256x256 person crops with one and two processes: the figure a
+  user compares with, measured in the same run on the same cores.
 
 Each service target runs the same closed-loop levels (bench/loadgen.py) on the same real photos
 (data/photos) with one box per request (the whole image), so every target does the same work
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -53,7 +57,7 @@ from posecontract.layout import INPUT
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("raw", "naive", "gateway-local-rest", "gateway-local-grpc", "triton-direct",
-           "gateway-triton-rest")
+           "gateway-triton-rest", "blazepose")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -256,8 +260,39 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                         tag("gateway-triton-rest", run_rest(
                             f"http://127.0.0.1:{port}", payloads, args, metrics,
                             gw.process.pid))
+    if "blazepose" in args.targets:
+        try:
+            result["blazepose"] = run_blazepose(args.duration, workdir)
+        except (FileNotFoundError, RuntimeError) as exc:
+            result["skipped"]["blazepose"] = str(exc)
     result["derived"] = derive(result)
     return result
+
+
+def run_blazepose(seconds: float, workdir: Path) -> list[dict[str, Any]]:
+    """BlazePose full and heavy, one and two processes (peers/bench_blazepose.py), as rows of
+    {"model", "processes", "images_per_s", "cpu_ms_per_image"}."""
+    from peers.blazepose_client import BlazePoseUnavailable, find_venv
+
+    try:
+        venv = find_venv()
+    except BlazePoseUnavailable as exc:
+        raise RuntimeError(f"no BlazePose: {exc}") from exc
+    out = workdir / "blazepose.json"
+    command = [str(venv / "bin" / "python"), "-m", "peers.bench_blazepose", "--complexities",
+               "1", "2", "--processes", "1", "2", "--seconds", str(seconds), "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"peers.bench_blazepose failed: {done.stderr[-2000:]}")
+    runs = json.loads(out.read_text())["runs"]
+    rows = [{"model": f"blazepose-{r['model']}", "processes": r["processes"],
+             "images_per_s": r["images_per_s"], "cpu_ms_per_image": r["cpu_ms_per_image"]}
+            for r in runs]
+    print(markdown_table(["peer", "processes", "img/s", "CPU ms/img"],
+                         [[r["model"], str(r["processes"]), f"{r['images_per_s']:.1f}",
+                           f"{r['cpu_ms_per_image']:.1f}"] for r in rows]), flush=True)
+    return rows
 
 
 def derive(result: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +323,12 @@ def derive(result: dict[str, Any]) -> dict[str, Any]:
                 inside = raw_b1["cpu_ms_per_image"] if raw_b1 and "triton" not in target else 0
                 d["cpu_ms_outside_inference"] = d["server_cpu_ms_per_request"] - inside
         derived[target] = d
+    for r in result.get("blazepose", []):
+        d = derived.setdefault(r["model"], {"best_images_per_s": 0.0})
+        d["best_images_per_s"] = max(d["best_images_per_s"], r["images_per_s"])
+        if best_raw:
+            d["efficiency_vs_raw"] = d["best_images_per_s"] / best_raw
+        d["server_cpu_ms_per_request"] = r["cpu_ms_per_image"]
     return derived
 
 
@@ -301,6 +342,11 @@ def report(result: dict[str, Any]) -> str:
              for r in result["raw"]])]
     if result["rows"]:
         lines += ["", loadgen.table(result["rows"])]
+    if result.get("blazepose"):
+        lines += ["", markdown_table(
+            ["peer (in-process, 256x256 crops)", "processes", "img/s", "CPU ms/img"],
+            [[r["model"], str(r["processes"]), f"{r['images_per_s']:.1f}",
+              f"{r['cpu_ms_per_image']:.1f}"] for r in result["blazepose"]])]
     if result["derived"]:
         rows = []
         for target, d in result["derived"].items():

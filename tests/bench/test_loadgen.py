@@ -144,3 +144,31 @@ def test_grpc_sender_reports_status_codes_not_exceptions():
             return await loadgen.grpc_sender(channel)(payload)
 
     assert asyncio.run(call()) == ("UNAVAILABLE", 0)
+
+
+def test_serving_suite_runs_the_blazepose_peer_beside_the_raw_model(model_repository, tmp_path):
+    """BlazePose full and heavy (one and two processes) as rows of the same run."""
+    import os
+
+    from peers.blazepose_client import BlazePoseUnavailable, find_venv
+
+    try:
+        find_venv()
+    except BlazePoseUnavailable as exc:
+        if os.environ.get("MARGIPOSE_REQUIRE_BLAZEPOSE") == "1":
+            pytest.fail(f"MARGIPOSE_REQUIRE_BLAZEPOSE=1 but {exc}")
+        pytest.skip(str(exc))
+    args = serving.get_args_parser().parse_args([
+        "--model-name", MODEL_NAME, "--model-repository", str(model_repository),
+        "--targets", "raw", "blazepose", "--duration", "1", "--raw-batch-sizes", "1",
+        "--raw-seconds", "0.3"])
+    result = serving.main(args)
+    assert result["skipped"] == {}
+    rows = {(r["model"], r["processes"]): r for r in result["blazepose"]}
+    assert set(rows) == {(m, n) for m in ("blazepose-full", "blazepose-heavy") for n in (1, 2)}
+    assert all(r["images_per_s"] > 0 and r["cpu_ms_per_image"] > 0 for r in rows.values())
+    # Heavy costs more CPU per image than full.
+    assert rows["blazepose-heavy", 1]["cpu_ms_per_image"] > rows["blazepose-full", 1][
+        "cpu_ms_per_image"]
+    assert result["derived"]["blazepose-full"]["efficiency_vs_raw"] > 0
+    assert "blazepose-heavy" in serving.report(result)
