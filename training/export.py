@@ -151,6 +151,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="init seed with --variant")
     p.add_argument("--max-batch-size", type=int, default=ServingOptions.max_batch_size)
+    p.add_argument("--card", type=Path, action="append", default=[], metavar="JSON",
+                   help="a JSON object file merged into the model card (e.g. evaluation "
+                        "results); repeatable")
     return p
 
 
@@ -166,6 +169,11 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(variant_config(args.variant))
         calibrate_batchnorm(model)
         extra = {"source": f"random init (seed {args.seed}), untrained"}
+    for path in args.card:
+        added = json.loads(path.read_text())
+        if not isinstance(added, dict):
+            raise SystemExit(f"--card {path}: expected a JSON object, got {type(added).__name__}")
+        extra.update(added)
     name = args.name or model.cfg.name
     sizes = tuple(b for b in ServingOptions.preferred_batch_sizes if b <= args.max_batch_size)
     options = ServingOptions(max_batch_size=args.max_batch_size, preferred_batch_sizes=sizes,

@@ -87,3 +87,30 @@ def test_export_command_writes_a_loadable_lite_model(tmp_path, capsys):
     assert coords.shape == (2, 17, 3) and torch.isfinite(coords).all()
     text = (tmp_path / "margipose-lite" / "config.pbtxt").read_text()
     assert "max_batch_size: 8" in text and "preferred_batch_size: [ 8 ]" in text
+
+
+def test_export_command_puts_the_training_run_and_card_files_in_the_card(tmp_path, capsys):
+    import json
+
+    from training.checkpoint import save_checkpoint
+    from training.export import calibrate_batchnorm
+    from training.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32, name="tiny"),
+                        pretrained=False)
+    calibrate_batchnorm(model, batches=1, batch_size=2)  # as trained BN: parity within 1e-4
+    save_checkpoint(tmp_path / "ck.pt", model, step=7, args={"train": ["synthetic-train"]})
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"evaluation": {"synthetic-test": {"mpjpe": 123.4}}}))
+    main(["--checkpoint", str(tmp_path / "ck.pt"), "--repository", str(tmp_path / "repo"),
+          "--card", str(results)])
+    files = {"model.json": ""}
+    torch.jit.load(str(tmp_path / "repo" / "tiny" / "1" / "model.pt"), _extra_files=files)
+    card = json.loads(files["model.json"])
+    assert card["training"] == {"train": ["synthetic-train"]} and card["step"] == 7
+    assert card["evaluation"] == {"synthetic-test": {"mpjpe": 123.4}}
+    results.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="expected a JSON object, got list"):
+        main(["--checkpoint", str(tmp_path / "ck.pt"), "--repository", str(tmp_path / "r2"),
+              "--card", str(results)])
