@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from service import logs
+from service import allocator, logs
 from service.access import Access, Authenticator, RateLimiter, load_tokens
 from service.backends.base import Backend
 from service.core import PoseService
@@ -141,6 +141,8 @@ async def _serve_until_signalled(gateway: Gateway) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     settings = Settings(**{k: v for k, v in vars(args).items() if v is not None})
+    # Before any worker thread exists (decode pool, torch, gRPC), or they keep their own arenas.
+    allocator.limit_malloc_arenas(settings.malloc_arena_max)
     logs.configure(settings.log_level)
     asyncio.run(_serve_until_signalled(Gateway(settings)))
 

@@ -79,5 +79,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(10, ge=1)
     """Requests a client may send at once before the per-second rate applies."""
 
+    malloc_arena_max: int = Field(2, ge=0)
+    """glibc malloc arenas of the whole process, set at start-up (0: glibc's default, 8 per
+    core). One arena per decode or inference thread each keeps its own freed peak resident."""
+
     log_level: str = "info"
     """Logging level."""
