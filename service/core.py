@@ -11,7 +11,9 @@ import base64
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -36,6 +38,8 @@ from service.schemas import (
     check_options,
 )
 from service.settings import Settings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +131,12 @@ class PoseService:
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
-        decoded = await asyncio.to_thread(
-            decode_image, data, content_type=content_type,
-            max_bytes=self.settings.max_body_bytes, max_pixels=self.settings.max_image_pixels,
-            min_detail=DRAFT_MIN_SIDE,
+        decoded = await _in_thread(
+            deadline, "decoding",
+            lambda: decode_image(data, content_type=content_type,
+                                 max_bytes=self.settings.max_body_bytes,
+                                 max_pixels=self.settings.max_image_pixels,
+                                 min_detail=DRAFT_MIN_SIDE),
         )
         timings["decode"] = _ms(t)
         check_options(options, decoded.width, decoded.height, self.settings.max_persons)
@@ -182,8 +188,9 @@ class PoseService:
     async def _run(self, decoded: DecodedImage, crops: list[Crop], deadline: float,
                    timings: dict[str, float], label: str) -> list[_Pass]:
         t = time.perf_counter()
-        images = await asyncio.to_thread(
-            lambda: np.stack([crop_for_model(decoded, c).transpose(2, 0, 1) for c in crops])
+        images = await _in_thread(
+            deadline, "cropping",
+            lambda: np.stack([crop_for_model(decoded, c).transpose(2, 0, 1) for c in crops]),
         )
         timings[f"crop_{label}"] = _ms(t)
         if asyncio.get_running_loop().time() >= deadline:
@@ -216,6 +223,23 @@ class PoseService:
             root_depth_mm=pose.root_depth_mm, root_depth_source=pose.root_depth_source,
             joints=joints, heatmaps=heatmaps,
         )
+
+
+async def _in_thread(deadline: float, step: str, work: Callable[[], T]) -> T:
+    """Run `work` in the default thread pool, but give up at `deadline` (the loop's clock).
+
+    Under overload the pool's queue is where requests wait before the batcher's own bounded
+    queue sees them; without a deadline here they would wait there for as long as it takes, and
+    answer long after their caller gave up. Giving up cancels the work if it has not started.
+    """
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        raise DeadlineExceeded(f"The request deadline passed before {step}")
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(work), timeout=remaining)
+    except TimeoutError:
+        raise DeadlineExceeded(f"The request deadline passed while {step} "
+                               "(the service is overloaded)") from None
 
 
 def _ms(since: float) -> float:

@@ -121,3 +121,40 @@ def test_options_are_checked_against_the_image():
     data = _blob_image(64, 48, {"head_top": (10, 10)})
     with pytest.raises(InvalidRequest, match="outside the 64x48 image"):
         asyncio.run(_predict(data, PredictOptions(boxes=[Box(x=70, y=0, w=5, h=5)])))
+
+
+def test_a_request_stuck_behind_a_busy_thread_pool_ends_at_its_deadline(monkeypatch):
+    """Decoding waits in the default thread pool; a backlog there must not outlive deadlines."""
+    import threading
+    import time as _time
+
+    from service import core
+    from service.errors import DeadlineExceeded
+
+    release = threading.Event()
+    started = []
+    real = core.decode_image
+
+    def slow_decode(*args, **kwargs):
+        started.append(_time.monotonic())
+        release.wait(5)  # the pool's worker is busy until released
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "decode_image", slow_decode)
+    data = _blob_image(64, 64, {"head_top": (30, 30)})
+
+    async def run():
+        service = PoseService(Settings(max_batch_wait_ms=1, request_timeout_s=0.3), BlobBackend())
+        await service.start()
+        try:
+            t = asyncio.get_running_loop().time()
+            with pytest.raises(DeadlineExceeded, match="while decoding"):
+                await service.predict(data, "image/png", PredictOptions())
+            return asyncio.get_running_loop().time() - t
+        finally:
+            release.set()
+            await service.stop()
+
+    elapsed = asyncio.run(run())
+    assert 0.25 <= elapsed < 1.0  # answered at its 0.3 s deadline, not when decoding ended
+    assert len(started) == 1
