@@ -30,8 +30,8 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Serve the embedded default model from model_repository/. While no trained model is committed
-# there (the default-model issue), serve an UNTRAINED export from build/ instead, and say so.
+# Serve the embedded default model from model_repository/ (committed). Without a model.pt there
+# (e.g. another MODEL), serve an UNTRAINED export from build/ instead, and say so.
 MODEL ?= margipose-lite
 serve: install
 	@if ls model_repository/$(MODEL)/*/model.pt >/dev/null 2>&1; then \
