@@ -36,6 +36,7 @@ from service.schemas import (
     PredictOptions,
     PredictResponse,
     check_options,
+    check_timeout,
 )
 from service.settings import Settings
 
@@ -125,6 +126,7 @@ class PoseService:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         timeout = self.settings.request_timeout_s
+        check_timeout(options.timeout_s)
         if options.timeout_s is not None:
             timeout = min(timeout, options.timeout_s)
         deadline = loop.time() + timeout

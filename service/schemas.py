@@ -73,7 +73,12 @@ def check_options(options: PredictOptions, width: int, height: int, max_persons:
     d = options.root_depth_mm
     if d is not None and not (math.isfinite(d) and 100.0 <= d <= 100_000.0):
         raise InvalidRequest(f"root_depth_mm must be in [100, 100000] mm, got {d}")
-    t = options.timeout_s
+    check_timeout(options.timeout_s)
+
+
+def check_timeout(t: float | None) -> None:
+    """A request's own timeout must be a positive number of seconds (checked before the
+    deadline is computed from it)."""
     if t is not None and not (math.isfinite(t) and t > 0):
         raise InvalidRequest(f"timeout_s must be a positive number of seconds, got {t}")
 

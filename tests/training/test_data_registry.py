@@ -25,12 +25,13 @@ def fixture(tmp_path_factory) -> tuple[Path, dict]:
 def test_dataset_names():
     assert DATASETS == (
         "h36m-trainval", "h36m-test", "mpi3d-train", "mpi3d-val", "mpi3d-trainval",
-        "mpi3d-test", "mpii-train", "mpii-val", "mpii-trainval", "synthetic-train",
-        "synthetic-test",
+        "mpi3d-test", "mpii-train", "mpii-val", "mpii-trainval", "real2d-train", "real2d-val",
+        "real2d-trainval", "synthetic-train", "synthetic-test",
     )
 
 
-@pytest.mark.parametrize("spec", [d for d in DATASETS if not d.startswith("synthetic")])
+@pytest.mark.parametrize("spec", [d for d in DATASETS if not d.startswith(("synthetic",
+                                                                             "real2d"))])
 def test_every_name_opens_its_reader(fixture, spec):
     root, truth = fixture
     source = open_dataset(spec, root)
@@ -41,6 +42,18 @@ def test_every_name_opens_its_reader(fixture, spec):
     assert source.has_depth == (family != "mpii")
     assert len(source) == len(truth[spec])
     assert source[0].meta["dataset"] == family
+
+
+def test_real2d_names_open_the_teacher_set(tmp_path):
+    from tests.training.test_data_real2d import write_fixture
+    from training.data.real2d import Real2D
+
+    records = write_fixture(tmp_path / "real2d")
+    for split in ("train", "val", "trainval"):
+        source = open_dataset(f"real2d-{split}", tmp_path)
+        assert isinstance(source, Real2D) and source.name == f"real2d-{split}"
+        assert not source.has_depth
+        assert len(source) == sum(split in ("trainval", r["split"]) for r in records)
 
 
 def test_unknown_name_lists_the_choices(tmp_path):
