@@ -10,8 +10,9 @@ rows in order), and a failed batch fans its error out to every waiter in it.
 Errors raised by `submit` (see `service.errors`):
 
     InvalidRequest      more crops than the queue can ever hold (`max_queue`)
-    Overloaded          no room for the crops in the queue; nothing enqueued; `retry_after` is
-                        the estimated time to drain the queue (`Batcher._retry_after`)
+    Overloaded          no room for the crops in the queue, or the work already queued and in
+                        flight would keep them past their deadline (`Batcher.admit`); nothing
+                        enqueued; `retry_after` is the estimated time to drain the queue
     DeadlineExceeded    deadline passed while queued (crops dropped, never inferred) or during
                         inference (answered at the deadline; the batch goes on for the others)
     BackendUnavailable  not started or shutting down; or `infer` raised a non-ServiceError or
@@ -22,6 +23,7 @@ Errors raised by `submit` (see `service.errors`):
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 from collections import deque
@@ -39,7 +41,10 @@ Infer = Callable[[np.ndarray], Awaitable[dict[str, np.ndarray]]]
 BatchObserver = Callable[[int, list[float], float], None]
 
 MIN_RETRY_AFTER_S = 0.1  # floor of the 429 hint, so that clients do not retry in a tight loop
-_EWMA_WEIGHT = 0.2  # weight of the newest batch in the running mean of batch latency
+_EWMA_WEIGHT = 0.2  # weight of the newest batch in the running mean of seconds per crop
+# Share of a request's remaining deadline that its expected wait may fill before it is refused:
+# the rest is for decoding, post-processing, encoding the answer and the estimate's own error.
+ADMISSION_SHARE = 0.8
 
 
 @dataclass(eq=False)
@@ -94,7 +99,8 @@ class Batcher:
         self._queue: deque[_Request] = deque()
         self._queued_items = 0
         self._in_flight = 0
-        self._batch_s = max_wait_s  # running mean of batch latency; a prior until the first batch
+        self._crop_s: float | None = None  # running mean of inference s per crop; None: unmeasured
+        self._ends: dict[object, float] = {}  # expected end (loop clock) of each batch in flight
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrent_batches)
         self._batches: set[asyncio.Task[None]] = set()
@@ -157,14 +163,11 @@ class Batcher:
         k = len(items)
         if k > self._max_queue:
             raise errors.InvalidRequest(f"too many person crops ({k}); at most {self._max_queue}")
-        if self._queued_items + k > self._max_queue:
-            raise errors.Overloaded(f"{self.name} is busy: {self._queued_items} of "
-                                    f"{self._max_queue} crops waiting, no room for {k} more",
-                                    retry_after=self._retry_after(k))
         loop = asyncio.get_running_loop()
         now = loop.time()
         if deadline <= now:
             raise errors.DeadlineExceeded("the request deadline passed before it was queued")
+        self.admit(k, deadline)
         request = _Request(items, deadline, now, loop.create_future())
         self._queue.append(request)
         self._queued_items += k
@@ -185,17 +188,79 @@ class Batcher:
             raise errors.DeadlineExceeded(f"the request deadline passed {where}")
         return future.result()
 
+    def admit(self, k: int, deadline: float, passes: int = 1) -> None:
+        """Raise Overloaded if `k` crops, queued now, cannot be inferred before `deadline`.
+
+        `submit` calls this; callers may also call it before costly work that precedes `submit`
+        (decoding an image), so that a request the service cannot serve in time is refused at
+        once rather than after that work. `passes` > 1 stands for a request that will submit
+        `k` crops that many times in a row (each pass waits its turn again).
+
+        Two refusals: the queue has no room for `k` more crops (`max_queue`), or the expected
+        time to infer them behind the work already queued and in flight (`expected_done_s`)
+        exceeds ADMISSION_SHARE of the time left. The second applies only once a batch has been
+        measured, and only when the crops alone on an idle backend would fit: a deadline too
+        short for any load is not overload, and such requests go on to end with
+        DeadlineExceeded. Neither check is made for k > max_queue (`submit` says InvalidRequest).
+        """
+        if k > self._max_queue:
+            return
+        if self._queued_items + k > self._max_queue:
+            raise errors.Overloaded(f"{self.name} is busy: {self._queued_items} of "
+                                    f"{self._max_queue} crops waiting, no room for {k} more",
+                                    retry_after=self._retry_after(k))
+        expected = self.expected_done_s(k)
+        if expected is None:
+            return
+        allowed = ADMISSION_SHARE * (deadline - asyncio.get_running_loop().time())
+        alone = passes * self._alone_s(k)
+        if passes * expected > allowed and alone <= allowed:
+            raise errors.Overloaded(
+                f"{self.name} is busy: {self._queued_items} crops waiting and {self._in_flight} in "
+                f"flight; {k} more would be done in about {passes * expected:.2f} s, later than "
+                f"the request's deadline allows ({allowed:.2f} s)",
+                retry_after=self._retry_after(k))
+
+    def expected_done_s(self, k: int) -> float | None:
+        """Estimated seconds from now until `k` crops queued behind the present queue are done.
+
+        Simulates the batching: batches in flight end at their expected ends (started at the
+        running mean of seconds per crop times their size), the queued crops then the `k` new
+        ones go in batches of at most `max_batch_size` to whichever of the
+        `max_concurrent_batches` slots is free first. None until a batch has been measured.
+        """
+        if self._crop_s is None:
+            return None
+        now = asyncio.get_running_loop().time()
+        free = [max(0.0, end - now) for end in self._ends.values()]
+        free += [0.0] * (self._max_concurrent - len(free))
+        heapq.heapify(free)
+        done, n = 0.0, self._queued_items + k
+        while n > 0:
+            size = min(n, self._max_batch_size)
+            end = heapq.heappop(free) + size * self._crop_s
+            heapq.heappush(free, end)
+            done, n = max(done, end), n - size
+        return done
+
+    def _alone_s(self, k: int) -> float:
+        """Estimated seconds to infer `k` crops on an idle backend (needs a measurement)."""
+        assert self._crop_s is not None
+        rounds = math.ceil(math.ceil(k / self._max_batch_size) / self._max_concurrent)
+        return rounds * min(k, self._max_batch_size) * self._crop_s
+
     def _retry_after(self, k: int) -> float:
         """Estimate the seconds until the queue, plus `k` crops, has drained.
 
-        The queued crops and the `k` new ones make ceil((queued + k) / max_batch_size) batches,
-        run `max_concurrent_batches` at a time, each taking the running mean of recent batch
-        latency (max_wait_s before the first batch). Draining everything, rather than just making
-        room for `k`, spreads out the retries of clients rejected together.
+        `expected_done_s(k)` once a batch has been measured; before, max_wait_s per round of
+        batches. Draining everything, rather than just making room for `k`, spreads out the
+        retries of clients rejected together.
         """
-        batches = math.ceil((self._queued_items + k) / self._max_batch_size)
-        rounds = math.ceil(batches / self._max_concurrent)
-        return max(MIN_RETRY_AFTER_S, rounds * self._batch_s)
+        expected = self.expected_done_s(k)
+        if expected is None:
+            batches = math.ceil((self._queued_items + k) / self._max_batch_size)
+            expected = math.ceil(batches / self._max_concurrent) * self._max_wait_s
+        return max(MIN_RETRY_AFTER_S, expected)
 
     def _drop(self, request: _Request) -> None:
         """Take the request's untaken crops out of the queue; a no-op when it holds none."""
@@ -267,6 +332,8 @@ class Batcher:
     async def _run_batch(self, batch: list[_Slice], size: int) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
+        token = object()
+        self._ends[token] = start + size * (self._crop_s or 0.0)
         error: errors.ServiceError | None = None  # one instance for every waiter of the batch
         try:
             x = np.concatenate([s.request.items[s.start : s.stop] for s in batch])  # (N, 3, H, W)
@@ -285,13 +352,16 @@ class Batcher:
             error.__cause__ = raised
         finally:
             infer_s = loop.time() - start
+            del self._ends[token]
             self._in_flight -= size
             self._slots.release()
             if error is not None:
                 for s in batch:
                     self._fail(s.request, error)
         if error is None:
-            self._batch_s += _EWMA_WEIGHT * (infer_s - self._batch_s)
+            per_crop = infer_s / size
+            self._crop_s = per_crop if self._crop_s is None else \
+                self._crop_s + _EWMA_WEIGHT * (per_crop - self._crop_s)
             self._deliver(batch, outputs)
         if self._on_batch is not None:
             waits = [start - s.request.arrival for s in batch for _ in range(s.start, s.stop)]

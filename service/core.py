@@ -131,6 +131,12 @@ class PoseService:
             timeout = min(timeout, options.timeout_s)
         deadline = loop.time() + timeout
         timings: dict[str, float] = {}
+        # Refuse work the batcher could not finish in time before paying for the decode: under
+        # overload the decoding threads compete with inference, and a refusal must stay cheap.
+        # Without boxes the request makes two passes of one crop each.
+        n_crops = len(options.boxes) if options.boxes else 1
+        if n_crops <= self.settings.max_persons:  # more is refused with 422 after decoding
+            self.batcher.admit(n_crops, deadline, passes=1 if options.boxes else 2)
 
         t = time.perf_counter()
         decoded = await _in_thread(

@@ -327,3 +327,52 @@ def test_rows_come_back_in_order_when_concurrent_batches_finish_out_of_order():
         assert out["id"].tolist() == [0, 1, 2, 3]
 
     run(main)
+
+
+def test_work_that_would_miss_its_deadline_behind_the_queue_is_refused_at_once():
+    async def main():
+        backend = FakeBackend(delay=0.2)
+        async with running(backend, max_batch_size=1, max_wait_s=0) as batcher:
+            assert batcher.expected_done_s(1) is None  # nothing measured: nothing refused
+            assert await ids_of(batcher, 0) == [0]  # measures ~0.2 s per crop
+            backend.delay, backend.gate = 0.0, asyncio.Event()
+            waiting = [asyncio.create_task(ids_of(batcher, i)) for i in (1, 2, 3)]
+            await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 2)
+            # Behind one batch in flight and two queued: done in 0.6 .. 0.8 s.
+            assert 0.55 <= batcher.expected_done_s(1) <= 0.9
+            t0 = after(0)
+            with pytest.raises(Overloaded, match="later than the request's deadline") as refused:
+                await batcher.submit(crops(4), after(0.5))
+            assert after(0) - t0 < 0.05  # refused at once, not at its deadline
+            assert refused.value.retry_after >= 0.55
+            assert batcher.queue_depth == 2  # nothing was enqueued
+            # Room in a longer deadline; a request over several passes needs room for each.
+            batcher.admit(1, after(3.0))
+            with pytest.raises(Overloaded):
+                batcher.admit(1, after(3.0), passes=4)
+            # A deadline too short even for an idle backend is not overload: it waits, and ends
+            # with DeadlineExceeded.
+            with pytest.raises(DeadlineExceeded):
+                await batcher.submit(crops(5), after(0.1))
+            backend.gate.set()
+            assert await asyncio.gather(*waiting) == [[1], [2], [3]]
+            # Drained: the same short deadline fits again.
+            assert await asyncio.wait_for(batcher.submit(crops(6), after(0.5)), 1.0)
+        assert backend.seen() == {0, 1, 2, 3, 6}
+
+    run(main)
+
+
+def test_expected_wait_follows_the_batches_and_the_slots():
+    async def main():
+        backend = FakeBackend(delay=0.2)
+        options = {"max_batch_size": 2, "max_wait_s": 0, "max_concurrent_batches": 2}
+        async with running(backend, **options) as batcher:
+            assert await ids_of(batcher, 0, 1) == [0, 1]  # ~0.1 s per crop
+            # Idle: 2 crops fill one batch (0.2 s), 4 fill both slots at once (0.2 s), 6 take a
+            # second round (0.4 s).
+            assert batcher.expected_done_s(2) == pytest.approx(0.2, abs=0.05)
+            assert batcher.expected_done_s(4) == pytest.approx(0.2, abs=0.05)
+            assert batcher.expected_done_s(6) == pytest.approx(0.4, abs=0.08)
+
+    run(main)

@@ -158,3 +158,67 @@ def test_a_request_stuck_behind_a_busy_thread_pool_ends_at_its_deadline(monkeypa
     elapsed = asyncio.run(run())
     assert 0.25 <= elapsed < 1.0  # answered at its 0.3 s deadline, not when decoding ended
     assert len(started) == 1
+
+
+def test_an_overloaded_service_refuses_before_decoding(monkeypatch):
+    """Admission is checked before the decode: a refusal costs no thread-pool work."""
+    from service import core
+    from service.errors import DeadlineExceeded, Overloaded
+
+    decoded = []
+    real = core.decode_image
+
+    def counting_decode(*args, **kwargs):
+        decoded.append(1)
+        return real(*args, **kwargs)
+
+    class SlowBlobs(BlobBackend):
+        gate: asyncio.Event | None = None
+
+        async def infer(self, images):
+            await asyncio.sleep(0.2)  # ~0.2 s per single-crop batch
+            if self.gate is not None:
+                await self.gate.wait()
+            return await super().infer(images)
+
+    monkeypatch.setattr(core, "decode_image", counting_decode)
+    data = _blob_image(64, 64, {"head_top": (30, 15), "left_ankle": (35, 50),
+                                "right_wrist": (20, 30)})
+    one_box = PredictOptions(boxes=[Box(x=10, y=10, w=40, h=40)])
+
+    async def run():
+        backend = SlowBlobs()
+        service = PoseService(Settings(max_batch_wait_ms=0, max_batch_size=1), backend)
+        await service.start()
+        try:
+            await service.predict(data, "image/png", one_box)  # measures the backend
+            backend.gate = asyncio.Event()
+            busy = [asyncio.create_task(service.predict(data, "image/png", one_box))
+                    for _ in range(4)]
+            await asyncio.sleep(0.3)
+            assert service.batcher.in_flight == 1 and service.batcher.queue_depth == 3
+            before = len(decoded)
+            # Corrupt bytes: refused as overload, so the decode (which would say 400) never ran.
+            with pytest.raises(Overloaded, match="later than the request's deadline"):
+                await service.predict(b"not an image", "image/png",
+                                      one_box.model_copy(update={"timeout_s": 0.6}))
+            # Without boxes the request makes two passes: refused where one pass would fit.
+            service.batcher.admit(1, asyncio.get_running_loop().time() + 1.6)
+            with pytest.raises(Overloaded):
+                await service.predict(data, "image/png", PredictOptions(timeout_s=1.6))
+            assert len(decoded) == before
+            backend.gate.set()
+            assert all(len(r.persons) == 1 for r in await asyncio.gather(*busy))
+            # Idle again: a short deadline that fits the backend's speed is served.
+            response = await service.predict(data, "image/png",
+                                              one_box.model_copy(update={"timeout_s": 0.6}))
+            assert len(response.persons) == 1
+            with pytest.raises(DeadlineExceeded):  # too short for any load: 504, not 429
+                await service.predict(data, "image/png",
+                                      one_box.model_copy(update={"timeout_s": 0.05}))
+        finally:
+            if backend.gate is not None:
+                backend.gate.set()
+            await service.stop()
+
+    asyncio.run(run())
