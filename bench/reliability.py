@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -114,10 +115,11 @@ class Recorder:
                 params={"boxes": json.dumps([list(b) for b in p.boxes]),
                         "timeout_s": str(self.deadline_s)})
             status, retry = str(r.status_code), r.headers.get("retry-after")
+            error = _error_message(r) if r.status_code != 200 else None
         except httpx.TransportError as e:
-            status, retry = type(e).__name__, None
+            status, retry, error = type(e).__name__, None, str(e)
         record = {"t": t0, "latency_s": time.perf_counter() - t0, "status": status,
-                  "retry_after": retry}
+                  "retry_after": retry, "error": error}
         self.records.append(record)
         return record
 
@@ -134,18 +136,32 @@ class Recorder:
         return self.records[start:]
 
 
+def _error_message(response: httpx.Response) -> str:
+    """The error's message with its numbers blanked, so that alike errors count together."""
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200]
+    return re.sub(r"\d+(\.\d+)?", "#", message)
+
+
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts by status and latency percentiles (ms) of successes and of rejections."""
+    """Counts by status and by error message, latency percentiles (ms) of successes and of
+    rejections."""
     by: dict[str, int] = {}
+    errors: dict[str, int] = {}
     for r in records:
         by[r["status"]] = by.get(r["status"], 0) + 1
+        if r.get("error"):
+            key = f"{r['status']} {r['error']}"
+            errors[key] = errors.get(key, 0) + 1
 
     def pct(rs: list[dict[str, Any]], q: float) -> float | None:
         return float(np.percentile([r["latency_s"] * 1000 for r in rs], q)) if rs else None
 
     ok = [r for r in records if r["status"] == "200"]
     rejected = [r for r in records if r["status"] == "429"]
-    return {"requests": len(records), "statuses": by, "ok_p50_ms": pct(ok, 50),
+    return {"requests": len(records), "statuses": by, "errors": errors, "ok_p50_ms": pct(ok, 50),
             "ok_p99_ms": pct(ok, 99), "rejected_p99_ms": pct(rejected, 99),
             "max_latency_ms": max((r["latency_s"] * 1000 for r in records), default=None)}
 
@@ -354,8 +370,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   k: v for k, v in vars(args).items()
                                   if isinstance(v, int | float | str)}}
     port, grpc_port = free_port(), free_port()
-    gateway_flags = ["--max-queue", str(args.max_queue), "--request-timeout-s",
-                     str(args.deadline_s)]
+    gateway_flags = ["--max-queue", str(args.max_queue), "--max-batch-size",
+                     str(args.max_batch_size), "--request-timeout-s", str(args.deadline_s)]
     if args.backend == "local":
         command = gateway_command(repository, args.model_name, port, grpc_port, gateway_flags)
         with Spawned(command, f"http://127.0.0.1:{port}/health/ready", workdir, "gateway") as gw:
@@ -418,6 +434,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-rate", type=float, default=4.0, help="requests/s during faults")
     p.add_argument("--deadline-s", type=float, default=2.0, help="each request's timeout_s")
     p.add_argument("--max-queue", type=int, default=16, help="the gateway's crop queue bound")
+    p.add_argument("--max-batch-size", type=int, default=4,
+                   help="the gateway's max_batch_size: 4 is the measured best on a 2-core CPU "
+                        "(BENCHMARKS.md); a 16-crop batch there takes half the 2 s deadline")
     p.add_argument("--max-rss-growth-mb", type=float, default=20.0,
                    help="allowed RSS growth per 2 minutes of soak (second half's slope)")
     p.add_argument("--max-reject-ms", type=float, default=250.0)

@@ -97,6 +97,7 @@ class Gateway:
         self.rest = _Uvicorn(uvicorn.Config(
             self.app, host=settings.host, port=settings.port, log_level=settings.log_level,
             lifespan="off", timeout_graceful_shutdown=settings.shutdown_grace_s,
+            timeout_keep_alive=settings.keep_alive_s,
             log_config=None,  # keep our JSON logging (service.logs), not uvicorn's own
         ))
         self.grpc = (GrpcServer(self.service, self.metrics, settings, access)

@@ -42,9 +42,13 @@ BatchObserver = Callable[[int, list[float], float], None]
 
 MIN_RETRY_AFTER_S = 0.1  # floor of the 429 hint, so that clients do not retry in a tight loop
 _EWMA_WEIGHT = 0.2  # weight of the newest batch in the running mean of seconds per crop
+# A slower batch than the mean weighs more: when inference slows down (load on shared cores),
+# admission must learn it within a batch or two, while a fast batch is only good news.
+_EWMA_WEIGHT_UP = 0.5
+_RATE_WINDOW_S = 2.0  # time constant of the decaying count behind `Batcher.arrival_rate`
 # Share of a request's remaining deadline that its expected wait may fill before it is refused:
 # the rest is for decoding, post-processing, encoding the answer and the estimate's own error.
-ADMISSION_SHARE = 0.8
+ADMISSION_SHARE = 0.7
 
 
 @dataclass(eq=False)
@@ -68,6 +72,18 @@ class _Slice:
     request: _Request
     start: int
     stop: int
+
+
+class Reservation:
+    """Crops admitted by `Batcher.reserve`, counted as coming until `release`."""
+
+    def __init__(self, batcher: Batcher, k: int):
+        self._batcher, self._k = batcher, k
+
+    def release(self) -> None:
+        if self._k:
+            self._batcher._pending -= self._k
+            self._k = 0
 
 
 class Batcher:
@@ -98,8 +114,11 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: deque[_Request] = deque()
         self._queued_items = 0
+        self._pending = 0  # crops admitted by `reserve` that are not yet submitted
         self._in_flight = 0
         self._crop_s: float | None = None  # running mean of inference s per crop; None: unmeasured
+        self._arrivals = 0.0  # crops queued, exponentially decayed (see `arrival_rate`)
+        self._arrivals_at = 0.0  # loop time `_arrivals` was last brought up to date
         self._ends: dict[object, float] = {}  # expected end (loop clock) of each batch in flight
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrent_batches)
@@ -111,6 +130,11 @@ class Batcher:
     def queue_depth(self) -> int:
         """Crops waiting in the queue."""
         return self._queued_items
+
+    @property
+    def reserved(self) -> int:
+        """Crops admitted by `reserve` and not yet submitted."""
+        return self._pending
 
     @property
     def in_flight(self) -> int:
@@ -171,6 +195,7 @@ class Batcher:
         request = _Request(items, deadline, now, loop.create_future())
         self._queue.append(request)
         self._queued_items += k
+        self._count_arrival(k, now)
         self._wakeup.set()
         future = request.future
         try:
@@ -201,9 +226,10 @@ class Batcher:
         exceeds ADMISSION_SHARE of the time left. The second applies only once a batch has been
         measured, and only when the crops alone on an idle backend would fit: a deadline too
         short for any load is not overload, and such requests go on to end with
-        DeadlineExceeded. Neither check is made for k > max_queue (`submit` says InvalidRequest).
+        DeadlineExceeded. Neither check is made for k > max_queue (`submit` says InvalidRequest)
+        or k = 0.
         """
-        if k > self._max_queue:
+        if k == 0 or k > self._max_queue:
             return
         if self._queued_items + k > self._max_queue:
             raise errors.Overloaded(f"{self.name} is busy: {self._queued_items} of "
@@ -221,13 +247,27 @@ class Batcher:
                 f"the request's deadline allows ({allowed:.2f} s)",
                 retry_after=self._retry_after(k))
 
+    def reserve(self, k: int, deadline: float, passes: int = 1) -> Reservation:
+        """`admit`, then count the `k` crops as coming until the reservation is released.
+
+        For callers that admit before costly work (decoding) and submit after: while that work
+        runs, the crops count in `expected_done_s`, so that a burst of requests cannot all be
+        admitted against the same short queue. Release it (idempotent) just before `submit`.
+        """
+        self.admit(k, deadline, passes)
+        self._pending += k
+        return Reservation(self, k)
+
     def expected_done_s(self, k: int) -> float | None:
         """Estimated seconds from now until `k` crops queued behind the present queue are done.
 
         Simulates the batching: batches in flight end at their expected ends (started at the
         running mean of seconds per crop times their size), the queued crops then the `k` new
         ones go in batches of at most `max_batch_size` to whichever of the
-        `max_concurrent_batches` slots is free first. None until a batch has been measured.
+        `max_concurrent_batches` slots is free first; crops reserved but not yet submitted
+        count as queued. A batch that must wait for a slot keeps collecting the crops that
+        arrive meanwhile (at the recent rate of queued crops), up to a full batch. None until a
+        batch has been measured.
         """
         if self._crop_s is None:
             return None
@@ -235,13 +275,25 @@ class Batcher:
         free = [max(0.0, end - now) for end in self._ends.values()]
         free += [0.0] * (self._max_concurrent - len(free))
         heapq.heapify(free)
-        done, n = 0.0, self._queued_items + k
+        rate = self.arrival_rate()
+        done, n = 0.0, self._queued_items + self._pending + k
         while n > 0:
             size = min(n, self._max_batch_size)
-            end = heapq.heappop(free) + size * self._crop_s
+            begin = heapq.heappop(free)
+            costed = min(self._max_batch_size, size + rate * begin)
+            end = begin + costed * self._crop_s
             heapq.heappush(free, end)
             done, n = max(done, end), n - size
         return done
+
+    def arrival_rate(self) -> float:
+        """Recent rate of crops entering the queue, per second (decaying over _RATE_WINDOW_S)."""
+        age = asyncio.get_running_loop().time() - self._arrivals_at
+        return self._arrivals * math.exp(-age / _RATE_WINDOW_S) / _RATE_WINDOW_S
+
+    def _count_arrival(self, k: int, now: float) -> None:
+        self._arrivals = self._arrivals * math.exp(-(now - self._arrivals_at) / _RATE_WINDOW_S) + k
+        self._arrivals_at = now
 
     def _alone_s(self, k: int) -> float:
         """Estimated seconds to infer `k` crops on an idle backend (needs a measurement)."""
@@ -360,8 +412,11 @@ class Batcher:
                     self._fail(s.request, error)
         if error is None:
             per_crop = infer_s / size
-            self._crop_s = per_crop if self._crop_s is None else \
-                self._crop_s + _EWMA_WEIGHT * (per_crop - self._crop_s)
+            if self._crop_s is None:
+                self._crop_s = per_crop
+            else:
+                weight = _EWMA_WEIGHT_UP if per_crop > self._crop_s else _EWMA_WEIGHT
+                self._crop_s += weight * (per_crop - self._crop_s)
             self._deliver(batch, outputs)
         if self._on_batch is not None:
             waits = [start - s.request.arrival for s in batch for _ in range(s.start, s.stop)]

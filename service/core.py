@@ -22,7 +22,7 @@ from posecontract.geometry import Crop, Intrinsics, make_crop
 from posecontract.layout import INPUT_SIZE
 from posecontract.skeleton import JOINT_NAMES, PARENTS
 from service.backends.base import Backend
-from service.batching import Batcher
+from service.batching import Batcher, Reservation
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest
 from service.imaging import DecodedImage, crop_for_model, decode_image
 from service.postprocess import PersonPose, person_pose
@@ -130,13 +130,24 @@ class PoseService:
         if options.timeout_s is not None:
             timeout = min(timeout, options.timeout_s)
         deadline = loop.time() + timeout
-        timings: dict[str, float] = {}
         # Refuse work the batcher could not finish in time before paying for the decode: under
         # overload the decoding threads compete with inference, and a refusal must stay cheap.
-        # Without boxes the request makes two passes of one crop each.
+        # Without boxes the request makes two passes of one crop each. Admitted crops count as
+        # coming until they are submitted, so that requests decoding side by side are not all
+        # admitted against the same short queue.
         n_crops = len(options.boxes) if options.boxes else 1
-        if n_crops <= self.settings.max_persons:  # more is refused with 422 after decoding
-            self.batcher.admit(n_crops, deadline, passes=1 if options.boxes else 2)
+        if n_crops > self.settings.max_persons:  # refused with 422 after decoding
+            n_crops = 0
+        reservation = self.batcher.reserve(n_crops, deadline, passes=1 if options.boxes else 2)
+        try:
+            return await self._serve(data, content_type, options, deadline, start, reservation)
+        finally:
+            reservation.release()
+
+    async def _serve(self, data: bytes, content_type: str | None, options: PredictOptions,
+                     deadline: float, start: float, reservation: Reservation
+                     ) -> tuple[PredictResponse, DecodedImage]:
+        timings: dict[str, float] = {}
 
         t = time.perf_counter()
         decoded = await _in_thread(
@@ -153,12 +164,13 @@ class PoseService:
         if options.boxes:
             boxes = [(b, "request") for b in options.boxes]
             crops = [_crop_around(intrinsics, b, decoded) for b in options.boxes]
-            passes = await self._run(decoded, crops, deadline, timings, "model")
+            passes = await self._run(decoded, crops, deadline, timings, "model", reservation)
         else:
             # Pass 1: the whole image padded to a square; pass 2: around what pass 1 found.
             side = max(decoded.width, decoded.height)
             whole = make_crop(intrinsics, (decoded.width / 2, decoded.height / 2), side, INPUT_SIZE)
-            first = (await self._run(decoded, [whole], deadline, timings, "model_pass1"))[0]
+            first = (await self._run(decoded, [whole], deadline, timings, "model_pass1",
+                                     reservation))[0]
             box = _joint_box(person_pose(first.outputs["coords"], first.outputs["coord_std"],
                                          first.crop).pixels)
             crop = _crop_around(intrinsics, box, decoded) if max(box.w, box.h) * CROP_MARGIN \
@@ -194,7 +206,8 @@ class PoseService:
         return Intrinsics.from_fov(decoded.width, decoded.height, fov), "default_fov"
 
     async def _run(self, decoded: DecodedImage, crops: list[Crop], deadline: float,
-                   timings: dict[str, float], label: str) -> list[_Pass]:
+                   timings: dict[str, float], label: str,
+                   reservation: Reservation | None = None) -> list[_Pass]:
         t = time.perf_counter()
         images = await _in_thread(
             deadline, "cropping",
@@ -204,6 +217,8 @@ class PoseService:
         if asyncio.get_running_loop().time() >= deadline:
             raise DeadlineExceeded("The request deadline passed before inference")
         t = time.perf_counter()
+        if reservation is not None:
+            reservation.release()  # the crops are about to be queued, where they count
         outputs = await self.batcher.submit(images, deadline)
         timings[label] = _ms(t)
         return [_Pass(c, {k: v[i] for k, v in outputs.items()}) for i, c in enumerate(crops)]

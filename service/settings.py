@@ -58,6 +58,10 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 20 * 1024 * 1024
     """Largest accepted request body (413 beyond)."""
+    keep_alive_s: int = Field(75, ge=1)
+    """How long an idle REST keep-alive connection stays open. Longer than the idle timeouts of
+    clients and load balancers (httpx and requests pools: 5 s), so that they, not the server,
+    close idle connections: a request sent on a connection the server is closing fails."""
     body_timeout_s: float = Field(60.0, gt=0)
     """Longest a REST client may take to send its request body, from the end of its headers;
     a slower upload (slow-loris) gets 408 and its connection is closed."""

@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from service.batching import Batcher
+from service.batching import _RATE_WINDOW_S, ADMISSION_SHARE, Batcher
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded
 
 
@@ -334,30 +334,37 @@ def test_work_that_would_miss_its_deadline_behind_the_queue_is_refused_at_once()
         backend = FakeBackend(delay=0.2)
         async with running(backend, max_batch_size=1, max_wait_s=0) as batcher:
             assert batcher.expected_done_s(1) is None  # nothing measured: nothing refused
-            assert await ids_of(batcher, 0) == [0]  # measures ~0.2 s per crop
+            assert await ids_of(batcher, 0) == [0]
+            crop = batcher.expected_done_s(1)  # one crop on the idle backend, measured
+            assert 0.19 <= crop < 0.5
+
+            def allowing(seconds: float) -> float:  # a deadline that leaves `seconds` to wait
+                return after(seconds / ADMISSION_SHARE)
+
             backend.delay, backend.gate = 0.0, asyncio.Event()
             waiting = [asyncio.create_task(ids_of(batcher, i)) for i in (1, 2, 3)]
             await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 2)
-            # Behind one batch in flight and two queued: done in 0.6 .. 0.8 s.
-            assert 0.55 <= batcher.expected_done_s(1) <= 0.9
+            # Behind one batch in flight and two queued: done in 3 to 4 crops' time.
+            assert 3 * crop - 0.01 <= batcher.expected_done_s(1) <= 4 * crop + 0.01
             t0 = after(0)
             with pytest.raises(Overloaded, match="later than the request's deadline") as refused:
-                await batcher.submit(crops(4), after(0.5))
+                await batcher.submit(crops(4), allowing(2 * crop))
             assert after(0) - t0 < 0.05  # refused at once, not at its deadline
-            assert refused.value.retry_after >= 0.55
+            assert refused.value.retry_after >= 3 * crop - 0.01
             assert batcher.queue_depth == 2  # nothing was enqueued
             # Room in a longer deadline; a request over several passes needs room for each.
-            batcher.admit(1, after(3.0))
+            batcher.admit(1, allowing(10 * crop))
             with pytest.raises(Overloaded):
-                batcher.admit(1, after(3.0), passes=4)
+                batcher.admit(1, allowing(10 * crop), passes=4)
             # A deadline too short even for an idle backend is not overload: it waits, and ends
             # with DeadlineExceeded.
             with pytest.raises(DeadlineExceeded):
-                await batcher.submit(crops(5), after(0.1))
+                await batcher.submit(crops(5), allowing(crop / 2))
             backend.gate.set()
             assert await asyncio.gather(*waiting) == [[1], [2], [3]]
-            # Drained: the same short deadline fits again.
-            assert await asyncio.wait_for(batcher.submit(crops(6), after(0.5)), 1.0)
+            # Drained: the deadline refused above is admitted and met.
+            backend.gate = None
+            assert await asyncio.wait_for(batcher.submit(crops(6), allowing(2 * crop)), 2.0)
         assert backend.seen() == {0, 1, 2, 3, 6}
 
     run(main)
@@ -374,5 +381,54 @@ def test_expected_wait_follows_the_batches_and_the_slots():
             assert batcher.expected_done_s(2) == pytest.approx(0.2, abs=0.05)
             assert batcher.expected_done_s(4) == pytest.approx(0.2, abs=0.05)
             assert batcher.expected_done_s(6) == pytest.approx(0.4, abs=0.08)
+
+    run(main)
+
+
+def test_reserved_crops_count_ahead_until_released():
+    async def main():
+        backend = FakeBackend(delay=0.1)
+        async with running(backend, max_batch_size=1, max_wait_s=0) as batcher:
+            assert await ids_of(batcher, 0) == [0]
+            crop = batcher.expected_done_s(1)  # one crop on the idle backend, measured
+            reservation = batcher.reserve(3, after(5))
+            assert batcher.reserved == 3
+            assert batcher.expected_done_s(1) == pytest.approx(4 * crop)
+            # Three requests decoding side by side: the third is refused against the first two.
+            deadline = after(7.5 * crop / ADMISSION_SHARE)  # room for 7.5 crops' wait
+            second = batcher.reserve(3, deadline)
+            with pytest.raises(Overloaded):
+                batcher.reserve(3, deadline)
+            assert batcher.reserved == 6  # a refusal reserves nothing
+            reservation.release()
+            reservation.release()  # idempotent
+            second.release()
+            assert batcher.reserved == 0
+            assert batcher.expected_done_s(1) == pytest.approx(crop)
+
+    run(main)
+
+
+def test_a_batch_waiting_for_a_slot_is_costed_with_the_crops_that_will_join_it():
+    async def main():
+        backend = FakeBackend(delay=0.1)
+        async with running(backend, max_batch_size=8, max_wait_s=0) as batcher:
+            assert await ids_of(batcher, 0) == [0]
+            crop = batcher.expected_done_s(1)  # ~0.1 s
+            backend.gate = asyncio.Event()
+            busy = asyncio.create_task(ids_of(batcher, 1, 2, 3, 4, 5, 6, 7, 8))  # 0.8 s batch
+            await until(lambda: batcher.in_flight == 8)
+            rate = batcher.arrival_rate()  # 9 crops just queued, counted over the window
+            assert rate == pytest.approx(9 / _RATE_WINDOW_S, rel=0.05)
+            # One more crop starts its batch when the full one ends (~0.8 s from now); the crops
+            # arriving at `rate` until then join it, so it is costed as 1 + 0.8 * rate crops.
+            expected = batcher.expected_done_s(1)
+            joined = min(8.0, 1 + rate * 8 * crop)
+            assert expected == pytest.approx(8 * crop + joined * crop, abs=0.05)
+            assert expected > 9 * crop + 0.1  # more than the queued crop alone
+            await asyncio.sleep(0.3)
+            assert batcher.arrival_rate() < rate * 0.9  # the count decays
+            backend.gate.set()
+            assert await busy == [1, 2, 3, 4, 5, 6, 7, 8]
 
     run(main)

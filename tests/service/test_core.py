@@ -207,6 +207,7 @@ def test_an_overloaded_service_refuses_before_decoding(monkeypatch):
             with pytest.raises(Overloaded):
                 await service.predict(data, "image/png", PredictOptions(timeout_s=1.6))
             assert len(decoded) == before
+            assert service.batcher.reserved == 0  # refusals hold no reservation
             backend.gate.set()
             assert all(len(r.persons) == 1 for r in await asyncio.gather(*busy))
             # Idle again: a short deadline that fits the backend's speed is served.
@@ -216,6 +217,7 @@ def test_an_overloaded_service_refuses_before_decoding(monkeypatch):
             with pytest.raises(DeadlineExceeded):  # too short for any load: 504, not 429
                 await service.predict(data, "image/png",
                                       one_box.model_copy(update={"timeout_s": 0.05}))
+            assert service.batcher.reserved == 0
         finally:
             if backend.gate is not None:
                 backend.gate.set()
