@@ -16,16 +16,13 @@ labels (a floor for the others), not its accuracy.
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from peers.blazepose_client import BlazePoseClient
-from peers.eval_blazepose import NAMES
+from peers.common import NAMES, blazepose_on_boxes, dataset_parser, write_json
 from training.camera import ndc_to_camera
 from training.data.real2d import BOX_PER_EXTENT
 from training.evaluate import (
@@ -66,17 +63,10 @@ def ours_2d(source, predictor: Predictor, limit: int | None) -> np.ndarray:
 
 def blazepose_2d(source, complexity: int, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     """BlazePose's joints in pixels (N, 17, 2; NaN where nobody was found) and found (N,)."""
-    count = len(source) if limit is None else min(limit, len(source))
     preds, found = [], []
-    with tempfile.TemporaryDirectory() as tmp, BlazePoseClient(complexity) as blazepose:
-        for i in range(count):
-            sample = source[i]
-            path = Path(tmp) / f"{i}.jpg"
-            sample.image.save(path, quality=95)
-            (u, v), half = sample.box.centre, sample.box.side / 2
-            pred = blazepose.predict(path, [u - half, v - half, u + half, v + half])
-            found.append(pred.found)
-            preds.append(pred.joints2d if pred.found else np.full((len(sample.mask), 2), np.nan))
+    for sample, pred in blazepose_on_boxes(source, complexity, limit, suffix=".jpg"):
+        found.append(pred.found)
+        preds.append(pred.joints2d if pred.found else np.full((len(sample.mask), 2), np.nan))
     return np.asarray(preds), np.asarray(found, dtype=bool)
 
 
@@ -114,14 +104,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--torchscript", type=Path, required=True)
-    p.add_argument("--dataset", default="real2d-val")
-    p.add_argument("--data-root", type=Path, default=Path("build"))
-    p.add_argument("--complexity", type=int, nargs="*", choices=sorted(NAMES), default=[1, 2])
-    p.add_argument("--limit", type=int)
-    p.add_argument("--json", type=Path)
-    return p
+    return dataset_parser(__doc__, "real2d-val", torchscript=True)
 
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -130,10 +113,8 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     source = open_dataset(args.dataset, args.data_root)
     rows = compare(source, args.torchscript, args.complexity, args.limit)
     print(markdown(rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"dataset": args.dataset, "torchscript":
-                                         str(args.torchscript), "rows": rows}, indent=2) + "\n")
+    write_json(args.json, {"dataset": args.dataset, "torchscript": str(args.torchscript),
+                           "rows": rows})
     return rows
 
 

@@ -15,14 +15,14 @@ each BlazePose row has a twin: our model on exactly the samples BlazePose answer
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from peers.eval_blazepose import NAMES, predict
+from peers.common import NAMES, dataset_parser, write_json
+from peers.eval_blazepose import predict
 from posecontract.skeleton import EVAL_14
 from training.evaluate import crop_params, model_predictor, protocol_for, run_predictions
 from training.metrics import score_poses
@@ -78,14 +78,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--torchscript", type=Path, required=True, help="exported model.pt")
-    p.add_argument("--dataset", default="synthetic-test")
-    p.add_argument("--data-root", type=Path, default=Path("build"))
-    p.add_argument("--complexity", type=int, nargs="+", choices=sorted(NAMES), default=[1, 2])
-    p.add_argument("--limit", type=int)
-    p.add_argument("--json", type=Path)
-    return p
+    return dataset_parser(__doc__, "synthetic-test", torchscript=True)
 
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -94,10 +87,8 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     source = open_dataset(args.dataset, args.data_root)
     rows = compare(source, args.torchscript, args.complexity, args.limit)
     print(markdown(rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"dataset": args.dataset, "torchscript":
-                                         str(args.torchscript), "rows": rows}, indent=2) + "\n")
+    write_json(args.json, {"dataset": args.dataset, "torchscript": str(args.torchscript),
+                           "rows": rows})
     return rows
 
 

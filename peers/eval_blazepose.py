@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from peers.blazepose_client import BlazePoseClient
+from peers.common import NAMES, blazepose_on_boxes, dataset_parser, write_json
 from posecontract.skeleton import EVAL_14, NUM_JOINTS, ROOT
 from training.metrics import score_poses
-
-NAMES = {0: "lite", 1: "full", 2: "heavy"}
 
 
 def predict(source, complexity: int, limit: int | None
@@ -36,18 +32,11 @@ def predict(source, complexity: int, limit: int | None
     predictions (N, 17, 3; NaN where nobody was found), ground truths (N, 17, 3), found (N,),
     and the seconds of each call."""
     preds, gts, found, seconds = [], [], [], []
-    count = len(source) if limit is None else min(limit, len(source))
-    with tempfile.TemporaryDirectory() as tmp, BlazePoseClient(complexity) as blazepose:
-        for i in range(count):
-            sample = source[i]
-            path = Path(tmp) / f"{i}.png"
-            sample.image.save(path)
-            (u, v), half = sample.box.centre, sample.box.side / 2
-            pred = blazepose.predict(path, [u - half, v - half, u + half, v + half])
-            seconds.append(pred.seconds)
-            found.append(pred.found)
-            preds.append(pred.joints3d if pred.found else np.full((NUM_JOINTS, 3), np.nan))
-            gts.append(sample.joints - sample.joints[ROOT])
+    for sample, pred in blazepose_on_boxes(source, complexity, limit):
+        seconds.append(pred.seconds)
+        found.append(pred.found)
+        preds.append(pred.joints3d if pred.found else np.full((NUM_JOINTS, 3), np.nan))
+        gts.append(sample.joints - sample.joints[ROOT])
     return np.asarray(preds), np.asarray(gts), np.asarray(found, dtype=bool), seconds
 
 
@@ -62,13 +51,7 @@ def score(source, complexity: int, limit: int | None) -> dict[str, Any]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="synthetic-test")
-    p.add_argument("--data-root", type=Path, default=Path("build"))
-    p.add_argument("--complexity", type=int, nargs="+", choices=sorted(NAMES), default=[1, 2])
-    p.add_argument("--limit", type=int)
-    p.add_argument("--json", type=Path)
-    return p
+    return dataset_parser(__doc__, "synthetic-test", torchscript=False)
 
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -78,9 +61,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = [score(source, c, args.limit) for c in args.complexity]
     for r in rows:
         print(json.dumps(r))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"dataset": args.dataset, "rows": rows}, indent=2) + "\n")
+    write_json(args.json, {"dataset": args.dataset, "rows": rows})
     return rows
 
 

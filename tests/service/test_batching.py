@@ -75,6 +75,20 @@ async def running(backend: FakeBackend, **options):
         await batcher.stop(drain=False)
 
 
+@contextlib.asynccontextmanager
+async def measured(delay: float, **options):
+    """A running batcher that has timed one single-crop batch of a backend taking `delay`.
+
+    Yields (backend, batcher, crop): `crop` is the batcher's own estimate for one crop on the
+    idle backend, which later expectations are measured in.
+    """
+    backend = FakeBackend(delay=delay)
+    async with running(backend, **({"max_wait_s": 0} | options)) as batcher:
+        assert batcher.expected_done_s(1) is None  # nothing timed yet
+        assert await ids_of(batcher, 0) == [0]
+        yield backend, batcher, batcher.expected_done_s(1)
+
+
 async def ids_of(batcher: Batcher, *ids: int, timeout: float = 5.0) -> list[int]:
     out = await batcher.submit(crops(*ids), after(timeout))
     assert out["twice"].tolist() == [[2.0 * i, 2.0 * i] for i in ids]
@@ -331,11 +345,7 @@ def test_rows_come_back_in_order_when_concurrent_batches_finish_out_of_order():
 
 def test_work_that_would_miss_its_deadline_behind_the_queue_is_refused_at_once():
     async def main():
-        backend = FakeBackend(delay=0.2)
-        async with running(backend, max_batch_size=1, max_wait_s=0) as batcher:
-            assert batcher.expected_done_s(1) is None  # nothing measured: nothing refused
-            assert await ids_of(batcher, 0) == [0]
-            crop = batcher.expected_done_s(1)  # one crop on the idle backend, measured
+        async with measured(0.2, max_batch_size=1) as (backend, batcher, crop):
             assert 0.19 <= crop < 0.5
 
             def allowing(seconds: float) -> float:  # a deadline that leaves `seconds` to wait
@@ -387,10 +397,7 @@ def test_expected_wait_follows_the_batches_and_the_slots():
 
 def test_reserved_crops_count_ahead_until_released():
     async def main():
-        backend = FakeBackend(delay=0.1)
-        async with running(backend, max_batch_size=1, max_wait_s=0) as batcher:
-            assert await ids_of(batcher, 0) == [0]
-            crop = batcher.expected_done_s(1)  # one crop on the idle backend, measured
+        async with measured(0.1, max_batch_size=1) as (_, batcher, crop):
             reservation = batcher.reserve(3, after(5))
             assert batcher.reserved == 3
             assert batcher.expected_done_s(1) == pytest.approx(4 * crop)
@@ -411,10 +418,7 @@ def test_reserved_crops_count_ahead_until_released():
 
 def test_a_batch_waiting_for_a_slot_is_costed_with_the_crops_that_will_join_it():
     async def main():
-        backend = FakeBackend(delay=0.1)
-        async with running(backend, max_batch_size=8, max_wait_s=0) as batcher:
-            assert await ids_of(batcher, 0) == [0]
-            crop = batcher.expected_done_s(1)  # ~0.1 s
+        async with measured(0.1, max_batch_size=8) as (backend, batcher, crop):
             backend.gate = asyncio.Event()
             busy = asyncio.create_task(ids_of(batcher, 1, 2, 3, 4, 5, 6, 7, 8))  # 0.8 s batch
             await until(lambda: batcher.in_flight == 8)
