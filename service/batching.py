@@ -44,11 +44,11 @@ MIN_RETRY_AFTER_S = 0.1  # floor of the 429 hint, so that clients do not retry i
 _EWMA_WEIGHT = 0.2  # weight of the newest batch in the running mean of seconds per crop
 # A slower batch than the mean weighs more: when inference slows down (load on shared cores),
 # admission must learn it within a batch or two, while a fast batch is only good news.
-_EWMA_WEIGHT_UP = 0.5
+_EWMA_WEIGHT_UP = 0.35
 _RATE_WINDOW_S = 2.0  # time constant of the decaying count behind `Batcher.arrival_rate`
 # Share of a request's remaining deadline that its expected wait may fill before it is refused:
 # the rest is for decoding, post-processing, encoding the answer and the estimate's own error.
-ADMISSION_SHARE = 0.7
+ADMISSION_SHARE = 0.8
 
 
 @dataclass(eq=False)
@@ -213,7 +213,8 @@ class Batcher:
             raise errors.DeadlineExceeded(f"the request deadline passed {where}")
         return future.result()
 
-    def admit(self, k: int, deadline: float, passes: int = 1) -> None:
+    def admit(self, k: int, deadline: float, passes: int = 1, *, reserving: bool = False
+              ) -> None:
         """Raise Overloaded if `k` crops, queued now, cannot be inferred before `deadline`.
 
         `submit` calls this; callers may also call it before costly work that precedes `submit`
@@ -221,7 +222,8 @@ class Batcher:
         once rather than after that work. `passes` > 1 stands for a request that will submit
         `k` crops that many times in a row (each pass waits its turn again).
 
-        Two refusals: the queue has no room for `k` more crops (`max_queue`), or the expected
+        Two refusals: the queue has no room for `k` more crops (`max_queue`; when `reserving`,
+        the crops reserved and not yet submitted take room too), or the expected
         time to infer them behind the work already queued and in flight (`expected_done_s`)
         exceeds ADMISSION_SHARE of the time left. The second applies only once a batch has been
         measured, and only when the crops alone on an idle backend would fit: a deadline too
@@ -231,9 +233,10 @@ class Batcher:
         """
         if k == 0 or k > self._max_queue:
             return
-        if self._queued_items + k > self._max_queue:
-            raise errors.Overloaded(f"{self.name} is busy: {self._queued_items} of "
-                                    f"{self._max_queue} crops waiting, no room for {k} more",
+        coming = self._queued_items + (self._pending if reserving else 0)
+        if coming + k > self._max_queue:
+            raise errors.Overloaded(f"{self.name} is busy: {coming} of {self._max_queue} crops "
+                                    f"waiting or coming, no room for {k} more",
                                     retry_after=self._retry_after(k))
         expected = self.expected_done_s(k)
         if expected is None:
@@ -254,7 +257,7 @@ class Batcher:
         runs, the crops count in `expected_done_s`, so that a burst of requests cannot all be
         admitted against the same short queue. Release it (idempotent) just before `submit`.
         """
-        self.admit(k, deadline, passes)
+        self.admit(k, deadline, passes, reserving=True)
         self._pending += k
         return Reservation(self, k)
 

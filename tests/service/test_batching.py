@@ -436,3 +436,17 @@ def test_a_batch_waiting_for_a_slot_is_costed_with_the_crops_that_will_join_it()
             assert await busy == [1, 2, 3, 4, 5, 6, 7, 8]
 
     run(main)
+
+
+def test_reserved_crops_take_room_in_the_queue_bound():
+    async def main():
+        async with measured(0.01, max_batch_size=1, max_queue=8) as (_, batcher, _crop):
+            held = batcher.reserve(6, after(5))
+            with pytest.raises(Overloaded, match="6 of 8 crops waiting or coming"):
+                batcher.reserve(3, after(5))  # refused before its (costly) decode
+            # What is already decoded is judged by the queue alone, which has room.
+            assert await ids_of(batcher, 1, 2, 3) == [1, 2, 3]
+            held.release()
+            batcher.reserve(3, after(5)).release()
+
+    run(main)
