@@ -42,9 +42,10 @@ BatchObserver = Callable[[int, list[float], float], None]
 
 MIN_RETRY_AFTER_S = 0.1  # floor of the 429 hint, so that clients do not retry in a tight loop
 _EWMA_WEIGHT = 0.2  # weight of the newest batch in the running mean of seconds per crop
-# A slower batch than the mean weighs more: when inference slows down (load on shared cores),
-# admission must learn it within a batch or two, while a fast batch is only good news.
-_EWMA_WEIGHT_UP = 0.35
+# A batch's seconds per crop count as at most this factor above (or below) the mean: a lone
+# stall (a neighbour taking the cores) must not refuse the next requests, while a lasting
+# slowdown still shows within a few batches.
+_EWMA_STEP = 2.0
 _RATE_WINDOW_S = 2.0  # time constant of the decaying count behind `Batcher.arrival_rate`
 # Share of a request's remaining deadline that its expected wait may fill before it is refused:
 # the rest is for decoding, post-processing, encoding the answer and the estimate's own error.
@@ -418,8 +419,9 @@ class Batcher:
             if self._crop_s is None:
                 self._crop_s = per_crop
             else:
-                weight = _EWMA_WEIGHT_UP if per_crop > self._crop_s else _EWMA_WEIGHT
-                self._crop_s += weight * (per_crop - self._crop_s)
+                low, high = self._crop_s / _EWMA_STEP, self._crop_s * _EWMA_STEP
+                per_crop = min(max(per_crop, low), high)
+                self._crop_s += _EWMA_WEIGHT * (per_crop - self._crop_s)
             self._deliver(batch, outputs)
         if self._on_batch is not None:
             waits = [start - s.request.arrival for s in batch for _ in range(s.start, s.stop)]
