@@ -234,7 +234,8 @@ class Suite:
             raise RuntimeError(f"no request succeeded while measuring capacity: "
                                f"{dict(result.statuses)}")
         self.results["capacity"] = {"images_per_s": capacity,
-                                    "concurrency": self.args.capacity_concurrency}
+                                    "concurrency": self.args.capacity_concurrency,
+                                    "statuses": dict(result.statuses)}
         return capacity
 
     async def soak(self, client: httpx.AsyncClient, capacity: float) -> None:

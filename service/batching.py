@@ -41,15 +41,59 @@ Infer = Callable[[np.ndarray], Awaitable[dict[str, np.ndarray]]]
 BatchObserver = Callable[[int, list[float], float], None]
 
 MIN_RETRY_AFTER_S = 0.1  # floor of the 429 hint, so that clients do not retry in a tight loop
-_EWMA_WEIGHT = 0.2  # weight of the newest batch in the running mean of seconds per crop
-# A batch's seconds per crop count as at most this factor above (or below) the mean: a lone
+_EWMA_WEIGHT = 0.2  # weight of the newest batch in the batch-cost fit
+# A batch's time counts as at most this factor above (or below) the fit's prediction: a lone
 # stall (a neighbour taking the cores) must not refuse the next requests, while a lasting
 # slowdown still shows within a few batches.
-_EWMA_STEP = 2.0
+_EWMA_STEP = 1.5
 _RATE_WINDOW_S = 2.0  # time constant of the decaying count behind `Batcher.arrival_rate`
 # Share of a request's remaining deadline that its expected wait may fill before it is refused:
 # the rest is for decoding, post-processing, encoding the answer and the estimate's own error.
 ADMISSION_SHARE = 0.8
+
+
+class BatchCost:
+    """Seconds per batch of n crops as a + c * n, fitted to recent batches.
+
+    Exponentially weighted least squares (the newest batch weighs _EWMA_WEIGHT). A fixed cost
+    per call (a: Triton's round trip) and a cost per crop (c: CPU inference) both matter: a
+    model of cost per crop alone makes small batches look dear, refuses the work that would
+    have filled larger ones, and so keeps the batches small. While the batches seen have all
+    had about one size, the cost of other sizes is unknown and taken to be that size's:
+    optimistic for larger batches until they are seen.
+    """
+
+    def __init__(self) -> None:
+        self._sums = np.zeros(5)  # weighted sums of 1, n, n^2, t, n t
+
+    def add(self, n: int, seconds: float) -> None:
+        if self._fitted():  # while it is not, a new size is news, not an outlier
+            predicted = self.predict(n) or 0.0
+            seconds = min(max(seconds, predicted / _EWMA_STEP), predicted * _EWMA_STEP)
+        self._sums *= 1 - _EWMA_WEIGHT
+        self._sums += (1.0, n, n * n, seconds, n * seconds)
+
+    def _fitted(self) -> bool:
+        """Whether batches of more than about one size have been seen."""
+        w, sn, snn = self._sums[:3]
+        return bool(w > 0 and snn / w - (sn / w) ** 2 >= 0.25)
+
+    def predict(self, n: float) -> float | None:
+        """Seconds for a batch of `n` crops; None before any batch was timed."""
+        w, sn, snn, st, snt = self._sums
+        if w == 0:
+            return None
+        mean_n, mean_t = sn / w, st / w
+        variance = snn / w - mean_n**2
+        if variance < 0.25:  # about one batch size so far
+            return mean_t
+        c = (snt / w - mean_n * mean_t) / variance
+        a = mean_t - c * mean_n
+        if c < 0:  # noise: larger batches cannot be cheaper
+            a, c = mean_t, 0.0
+        elif a < 0:  # nor can a call cost less than nothing: the line through the origin
+            a, c = 0.0, snt / snn
+        return a + c * n
 
 
 @dataclass(eq=False)
@@ -117,7 +161,7 @@ class Batcher:
         self._queued_items = 0
         self._pending = 0  # crops admitted by `reserve` that are not yet submitted
         self._in_flight = 0
-        self._crop_s: float | None = None  # running mean of inference s per crop; None: unmeasured
+        self._cost = BatchCost()
         self._arrivals = 0.0  # crops queued, exponentially decayed (see `arrival_rate`)
         self._arrivals_at = 0.0  # loop time `_arrivals` was last brought up to date
         self._ends: dict[object, float] = {}  # expected end (loop clock) of each batch in flight
@@ -265,16 +309,17 @@ class Batcher:
     def expected_done_s(self, k: int) -> float | None:
         """Estimated seconds from now until `k` crops queued behind the present queue are done.
 
-        Simulates the batching: batches in flight end at their expected ends (started at the
-        running mean of seconds per crop times their size), the queued crops then the `k` new
+        Simulates the batching: batches in flight end at their expected ends (their start plus
+        the `BatchCost` of their size), the queued crops then the `k` new
         ones go in batches of at most `max_batch_size` to whichever of the
         `max_concurrent_batches` slots is free first; crops reserved but not yet submitted
         count as queued. A batch that must wait for a slot keeps collecting the crops that
         arrive meanwhile (at the recent rate of queued crops), up to a full batch. None until a
         batch has been measured.
         """
-        if self._crop_s is None:
+        if self._cost.predict(1) is None:
             return None
+        cost = self._cost.predict
         now = asyncio.get_running_loop().time()
         free = [max(0.0, end - now) for end in self._ends.values()]
         free += [0.0] * (self._max_concurrent - len(free))
@@ -285,7 +330,7 @@ class Batcher:
             size = min(n, self._max_batch_size)
             begin = heapq.heappop(free)
             costed = min(self._max_batch_size, size + rate * begin)
-            end = begin + costed * self._crop_s
+            end = begin + (cost(costed) or 0.0)
             heapq.heappush(free, end)
             done, n = max(done, end), n - size
         return done
@@ -301,9 +346,8 @@ class Batcher:
 
     def _alone_s(self, k: int) -> float:
         """Estimated seconds to infer `k` crops on an idle backend (needs a measurement)."""
-        assert self._crop_s is not None
         rounds = math.ceil(math.ceil(k / self._max_batch_size) / self._max_concurrent)
-        return rounds * min(k, self._max_batch_size) * self._crop_s
+        return rounds * (self._cost.predict(min(k, self._max_batch_size)) or 0.0)
 
     def _retry_after(self, k: int) -> float:
         """Estimate the seconds until the queue, plus `k` crops, has drained.
@@ -389,7 +433,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         start = loop.time()
         token = object()
-        self._ends[token] = start + size * (self._crop_s or 0.0)
+        self._ends[token] = start + (self._cost.predict(size) or 0.0)
         error: errors.ServiceError | None = None  # one instance for every waiter of the batch
         try:
             x = np.concatenate([s.request.items[s.start : s.stop] for s in batch])  # (N, 3, H, W)
@@ -415,13 +459,7 @@ class Batcher:
                 for s in batch:
                     self._fail(s.request, error)
         if error is None:
-            per_crop = infer_s / size
-            if self._crop_s is None:
-                self._crop_s = per_crop
-            else:
-                low, high = self._crop_s / _EWMA_STEP, self._crop_s * _EWMA_STEP
-                per_crop = min(max(per_crop, low), high)
-                self._crop_s += _EWMA_WEIGHT * (per_crop - self._crop_s)
+            self._cost.add(size, infer_s)
             self._deliver(batch, outputs)
         if self._on_batch is not None:
             waits = [start - s.request.arrival for s in batch for _ in range(s.start, s.stop)]

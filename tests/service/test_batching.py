@@ -11,15 +11,15 @@ import contextlib
 import numpy as np
 import pytest
 
-from service.batching import _RATE_WINDOW_S, ADMISSION_SHARE, Batcher
+from service.batching import _RATE_WINDOW_S, ADMISSION_SHARE, BatchCost, Batcher
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded
 
 
 class FakeBackend:
     """Record each batch's crop ids; answer `id` and `twice` per crop after `delay` or `gate`."""
 
-    def __init__(self, delay: float = 0.0):
-        self.delay = delay
+    def __init__(self, delay: float = 0.0, per_crop: float = 0.0):
+        self.delay, self.per_crop = delay, per_crop  # a batch of n takes delay + n * per_crop
         self.gate: asyncio.Event | None = None  # when set, each batch waits for it to open
         self.error: Exception | None = None
         self.batches: list[list[int]] = []
@@ -27,7 +27,7 @@ class FakeBackend:
     async def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         ids = x[:, 0, 0, 0].astype(np.int64)  # (N,)
         self.batches.append(ids.tolist())
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay + self.per_crop * len(ids))
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
@@ -418,22 +418,61 @@ def test_reserved_crops_count_ahead_until_released():
 
 def test_a_batch_waiting_for_a_slot_is_costed_with_the_crops_that_will_join_it():
     async def main():
-        async with measured(0.1, max_batch_size=8) as (backend, batcher, crop):
+        backend = FakeBackend(per_crop=0.05)  # the cost is all per crop, as on a CPU
+        async with running(backend, max_batch_size=8, max_wait_s=0) as batcher:
+            assert await ids_of(batcher, 0) == [0]
+            assert await ids_of(batcher, 1, 2, 3, 4) == [1, 2, 3, 4]  # two sizes: a + c n
             backend.gate = asyncio.Event()
-            busy = asyncio.create_task(ids_of(batcher, 1, 2, 3, 4, 5, 6, 7, 8))  # 0.8 s batch
+            busy = asyncio.create_task(ids_of(batcher, *range(5, 13)))  # a 0.4 s batch
             await until(lambda: batcher.in_flight == 8)
-            rate = batcher.arrival_rate()  # 9 crops just queued, counted over the window
-            assert rate == pytest.approx(9 / _RATE_WINDOW_S, rel=0.05)
-            # One more crop starts its batch when the full one ends (~0.8 s from now); the crops
-            # arriving at `rate` until then join it, so it is costed as 1 + 0.8 * rate crops.
+            rate = batcher.arrival_rate()  # 13 crops just queued, counted over the window
+            assert rate == pytest.approx(13 / _RATE_WINDOW_S, rel=0.1)
+            # One more crop starts its batch when the full one ends (~0.4 s from now); the crops
+            # arriving at `rate` until then join it, so it is costed as 1 + 0.4 * rate crops.
             expected = batcher.expected_done_s(1)
-            joined = min(8.0, 1 + rate * 8 * crop)
-            assert expected == pytest.approx(8 * crop + joined * crop, abs=0.05)
-            assert expected > 9 * crop + 0.1  # more than the queued crop alone
+            assert expected == pytest.approx(0.4 + 0.05 * (1 + 0.4 * rate), abs=0.06)
+            assert expected > 0.4 + 0.05 + 0.06  # more than the queued crop alone
             await asyncio.sleep(0.3)
             assert batcher.arrival_rate() < rate * 0.9  # the count decays
             backend.gate.set()
-            assert await busy == [1, 2, 3, 4, 5, 6, 7, 8]
+            assert await busy == list(range(5, 13))
+
+    run(main)
+
+
+def test_batch_cost_fits_a_fixed_and_a_per_crop_part():
+    per_call = BatchCost()  # Triton: a round trip per call, little per crop
+    per_crop = BatchCost()  # CPU inference: all per crop
+    assert per_call.predict(1) is None
+    for n in (1, 4, 2, 8, 1, 3):
+        per_call.add(n, 0.10 + 0.002 * n)
+        per_crop.add(n, 0.05 * n)
+    assert per_call.predict(16) == pytest.approx(0.10 + 0.002 * 16)
+    assert per_crop.predict(16) == pytest.approx(0.05 * 16)
+    # One size seen so far: other sizes cost the same until seen (optimistic, not 16x).
+    single = BatchCost()
+    for _ in range(3):
+        single.add(1, 0.1)
+    assert single.predict(16) == pytest.approx(0.1)
+    # A lone stall moves the fit by a bounded step; a lasting slowdown takes over.
+    per_crop.add(8, 40.0)
+    assert per_crop.predict(8) < 0.05 * 8 * 1.5
+    for _ in range(20):
+        per_crop.add(8, 0.8)
+    assert per_crop.predict(8) == pytest.approx(0.8, rel=0.05)
+
+
+def test_a_fixed_cost_per_call_does_not_keep_the_batches_small():
+    async def main():
+        backend = FakeBackend(delay=0.3)  # every call costs 0.3 s whatever its size
+        async with running(backend, max_batch_size=8, max_wait_s=0) as batcher:
+            assert await ids_of(batcher, 0) == [0]
+            # Eight requests with 1 s each: eight single-crop batches would take 2.4 s, one
+            # batch of eight takes 0.3 s; all are admitted, and share a batch.
+            results = await asyncio.gather(*(batcher.submit(crops(i), after(1.0))
+                                              for i in range(1, 9)))
+            assert [r["id"].tolist() for r in results] == [[i] for i in range(1, 9)]
+        assert [len(b) for b in backend.batches] == [1, 8]
 
     run(main)
 
