@@ -23,6 +23,7 @@ Errors raised by `submit` (see `service.errors`):
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 from collections import deque
@@ -163,8 +164,7 @@ class Batcher:
         self._cost = BatchCost()
         self._arrivals = 0.0  # crops queued, exponentially decayed (see `arrival_rate`)
         self._arrivals_at = 0.0  # loop time `_arrivals` was last brought up to date
-        self._running: dict[object, tuple[float, int]] = {}  # (start, size) of batches in flight
-        self._last_done = 0.0  # loop time the last batch ended (with rows or an error)
+        self._ends: dict[object, float] = {}  # expected end (loop clock) of each batch in flight
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrent_batches)
         self._batches: set[asyncio.Task[None]] = set()
@@ -309,29 +309,31 @@ class Batcher:
     def expected_done_s(self, k: int) -> float | None:
         """Estimated seconds from now until `k` crops queued behind the present queue are done.
 
-        The backend is modelled as draining batches one after another, each taking the
-        `BatchCost` of its size; that cost is learnt from the time each batch added to the
-        backend's busy time (see `_run_batch`), so concurrent batches that a backend runs in
-        parallel cost less each, and those it runs in turn (one Triton model instance) do not.
-        Batches in flight come first, then the queued crops (and those reserved but not yet
-        submitted), then the `k` new ones, in batches of at most `max_batch_size`. A batch that
-        must wait keeps collecting the crops that arrive meanwhile (at the recent rate of queued
-        crops), up to a full batch. None until a batch has been timed.
+        Simulates the batching: batches in flight end at their expected ends (their start plus
+        the `BatchCost` of their size), the queued crops then the `k` new
+        ones go in batches of at most `max_batch_size` to whichever of the
+        `max_concurrent_batches` slots is free first; crops reserved but not yet submitted
+        count as queued. A batch that must wait for a slot keeps collecting the crops that
+        arrive meanwhile (at the recent rate of queued crops), up to a full batch. None until a
+        batch has been measured.
         """
-        cost = self._cost.predict
-        if cost(1) is None:
+        if self._cost.predict(1) is None:
             return None
+        cost = self._cost.predict
         now = asyncio.get_running_loop().time()
-        t = 0.0  # seconds from now until the backend has finished what is ahead
-        for start, size in sorted(self._running.values()):
-            t = max(t, start - now) + (cost(size) or 0.0)
+        free = [max(0.0, end - now) for end in self._ends.values()]
+        free += [0.0] * (self._max_concurrent - len(free))
+        heapq.heapify(free)
         rate = self.arrival_rate()
-        n = self._queued_items + self._pending + k
+        done, n = 0.0, self._queued_items + self._pending + k
         while n > 0:
             size = min(n, self._max_batch_size)
-            t += cost(min(self._max_batch_size, size + rate * t)) or 0.0
-            n -= size
-        return max(t, 0.0)
+            begin = heapq.heappop(free)
+            costed = min(self._max_batch_size, size + rate * begin)
+            end = begin + (cost(costed) or 0.0)
+            heapq.heappush(free, end)
+            done, n = max(done, end), n - size
+        return done
 
     def arrival_rate(self) -> float:
         """Recent rate of crops entering the queue, per second (decaying over _RATE_WINDOW_S)."""
@@ -344,10 +346,8 @@ class Batcher:
 
     def _alone_s(self, k: int) -> float:
         """Estimated seconds to infer `k` crops on an idle backend (needs a measurement)."""
-        full, rest = divmod(k, self._max_batch_size)
-        cost = self._cost.predict
-        last = (cost(rest) or 0.0) if rest else 0.0
-        return full * (cost(self._max_batch_size) or 0.0) + last
+        rounds = math.ceil(math.ceil(k / self._max_batch_size) / self._max_concurrent)
+        return rounds * (self._cost.predict(min(k, self._max_batch_size)) or 0.0)
 
     def _retry_after(self, k: int) -> float:
         """Estimate the seconds until the queue, plus `k` crops, has drained.
@@ -433,7 +433,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         start = loop.time()
         token = object()
-        self._running[token] = (start, size)
+        self._ends[token] = start + (self._cost.predict(size) or 0.0)
         error: errors.ServiceError | None = None  # one instance for every waiter of the batch
         try:
             x = np.concatenate([s.request.items[s.start : s.stop] for s in batch])  # (N, 3, H, W)
@@ -451,20 +451,15 @@ class Batcher:
             error = errors.BackendUnavailable(f"{self.name}: inference failed, please retry")
             error.__cause__ = raised
         finally:
-            done = loop.time()
-            infer_s = done - start
-            # The time this batch added to the backend's busy time: from its start, or from the
-            # end of the batch before if that ran alongside it.
-            busy_s = done - max(start, self._last_done)
-            self._last_done = done
-            del self._running[token]
+            infer_s = loop.time() - start
+            del self._ends[token]
             self._in_flight -= size
             self._slots.release()
             if error is not None:
                 for s in batch:
                     self._fail(s.request, error)
         if error is None:
-            self._cost.add(size, busy_s)
+            self._cost.add(size, infer_s)
             self._deliver(batch, outputs)
         if self._on_batch is not None:
             waits = [start - s.request.arrival for s in batch for _ in range(s.start, s.stop)]

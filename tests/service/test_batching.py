@@ -380,27 +380,17 @@ def test_work_that_would_miss_its_deadline_behind_the_queue_is_refused_at_once()
     run(main)
 
 
-@pytest.mark.parametrize("parallel", [True, False])
-def test_concurrent_batches_cost_what_they_add_to_the_backends_busy_time(parallel):
-    """Two slots on a backend that runs batches side by side drain twice as fast as on one
-    that runs them in turn (one Triton model instance): the estimate learns which it is."""
+def test_expected_wait_follows_the_batches_and_the_slots():
     async def main():
         backend = FakeBackend(delay=0.2)
-        lock = asyncio.Lock()
-
-        async def infer(x):
-            if parallel:
-                return await backend(x)
-            async with lock:
-                return await backend(x)
-
         options = {"max_batch_size": 2, "max_wait_s": 0, "max_concurrent_batches": 2}
-        async with running(infer, **options) as batcher:
-            for _ in range(3):  # pairs of 2-crop batches, both slots busy
-                await asyncio.gather(ids_of(batcher, 0, 1), ids_of(batcher, 2, 3))
-            # Six crops: three batches of two after one another, each costing its busy time.
-            per_batch = 0.1 if parallel else 0.2
-            assert batcher.expected_done_s(6) == pytest.approx(3 * per_batch, abs=0.06)
+        async with running(backend, **options) as batcher:
+            assert await ids_of(batcher, 0, 1) == [0, 1]  # ~0.1 s per crop
+            # Idle: 2 crops fill one batch (0.2 s), 4 fill both slots at once (0.2 s), 6 take a
+            # second round (0.4 s).
+            assert batcher.expected_done_s(2) == pytest.approx(0.2, abs=0.05)
+            assert batcher.expected_done_s(4) == pytest.approx(0.2, abs=0.05)
+            assert batcher.expected_done_s(6) == pytest.approx(0.4, abs=0.08)
 
     run(main)
 
