@@ -67,33 +67,39 @@ class BatchCost:
         self._sums = np.zeros(5)  # weighted sums of 1, n, n^2, t, n t
 
     def add(self, n: int, seconds: float) -> None:
-        if self._fitted():  # while it is not, a new size is news, not an outlier
-            predicted = self.predict(n) or 0.0
+        line = self._line()
+        if line is not None:  # while there is no line, a new size is news, not an outlier
+            predicted = line[0] + line[1] * n
             seconds = min(max(seconds, predicted / _EWMA_STEP), predicted * _EWMA_STEP)
         self._sums *= 1 - _EWMA_WEIGHT
         self._sums += (1.0, n, n * n, seconds, n * seconds)
 
-    def _fitted(self) -> bool:
-        """Whether batches of more than about one size have been seen."""
-        w, sn, snn = self._sums[:3]
-        return bool(w > 0 and snn / w - (sn / w) ** 2 >= 0.25)
-
-    def predict(self, n: float) -> float | None:
-        """Seconds for a batch of `n` crops; None before any batch was timed."""
+    def _line(self) -> tuple[float, float] | None:
+        """(a, c) once batches of more than about one size have been seen, else None."""
         w, sn, snn, st, snt = self._sums
         if w == 0:
             return None
         mean_n, mean_t = sn / w, st / w
         variance = snn / w - mean_n**2
-        if variance < 0.25:  # about one batch size so far
-            return mean_t
+        if variance < 0.25:
+            return None
         c = (snt / w - mean_n * mean_t) / variance
         a = mean_t - c * mean_n
         if c < 0:  # noise: larger batches cannot be cheaper
-            a, c = mean_t, 0.0
-        elif a < 0:  # nor can a call cost less than nothing: the line through the origin
-            a, c = 0.0, snt / snn
-        return a + c * n
+            return mean_t, 0.0
+        if a < 0:  # nor can a call cost less than nothing: the line through the origin
+            return 0.0, snt / snn
+        return a, c
+
+    def predict(self, n: float) -> float | None:
+        """Seconds for a batch of `n` crops; None before any batch was timed."""
+        w, st = self._sums[0], self._sums[3]
+        if w == 0:
+            return None
+        line = self._line()
+        if line is None:  # about one batch size so far
+            return st / w
+        return line[0] + line[1] * n
 
 
 @dataclass(eq=False)
@@ -287,13 +293,12 @@ class Batcher:
         if expected is None:
             return
         allowed = ADMISSION_SHARE * (deadline - asyncio.get_running_loop().time())
-        alone = passes * self._alone_s(k)
-        if passes * expected > allowed and alone <= allowed:
+        if passes * expected > allowed and passes * self._alone_s(k) <= allowed:
             raise errors.Overloaded(
                 f"{self.name} is busy: {self._queued_items} crops waiting and {self._in_flight} in "
                 f"flight; {k} more would be done in about {passes * expected:.2f} s, later than "
                 f"the request's deadline allows ({allowed:.2f} s)",
-                retry_after=self._retry_after(k))
+                retry_after=max(MIN_RETRY_AFTER_S, expected))
 
     def reserve(self, k: int, deadline: float, passes: int = 1) -> Reservation:
         """`admit`, then count the `k` crops as coming until the reservation is released.
