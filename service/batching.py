@@ -23,7 +23,6 @@ Errors raised by `submit` (see `service.errors`):
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import math
 from collections import deque
@@ -50,6 +49,10 @@ _RATE_WINDOW_S = 2.0  # time constant of the decaying count behind `Batcher.arri
 # Share of a request's remaining deadline that its expected wait may fill before it is refused:
 # the rest is for decoding, post-processing, encoding the answer and the estimate's own error.
 ADMISSION_SHARE = 0.8
+# `Lateness`: the quantile of (actual wait - expected wait) that admission plans for, and its
+# step per observation as a share of that observation's expected wait.
+_LATENESS_QUANTILE = 0.9
+_LATENESS_STEP = 0.1
 
 
 class BatchCost:
@@ -102,6 +105,31 @@ class BatchCost:
         return line[0] + line[1] * n
 
 
+class Lateness:
+    """A running upper quantile of how much longer requests waited than `expected_done_s` said.
+
+    The expected wait is a model and runs late: a backend that merges the gateway's concurrent
+    calls makes a batch pay for the one behind it, a shared CPU stalls a batch now and then,
+    and admission biases it low (while the estimate dips, requests are admitted up to the
+    lower bound and stay queued when it comes back up). Each request answered, or still
+    waiting at its deadline, feeds its lateness, actual - expected, in seconds; `seconds`
+    tracks its _LATENESS_QUANTILE quantile by stochastic approximation (up by q * step when a
+    lateness exceeds it, down by (1 - q) * step otherwise, never below 0), the step being
+    _LATENESS_STEP of that request's expected wait. Lateness is added, not multiplied: a stall
+    behind a short queue (expected 0.1 s, waited 0.8 s) says the backend can stall, not that
+    every queue takes eight times its estimate; and requests that waited for little move it
+    little.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def add(self, waited: float, expected: float) -> None:
+        q, step = _LATENESS_QUANTILE, _LATENESS_STEP * expected
+        self.seconds = max(0.0, self.seconds + step * (q if waited - expected > self.seconds
+                                                        else q - 1))
+
+
 @dataclass(eq=False)
 class _Request:
     items: np.ndarray  # (k, 3, H, W) uint8
@@ -116,6 +144,12 @@ class _Request:
     @property
     def remaining(self) -> int:
         return len(self.items) - self.taken
+
+
+@dataclass
+class _InFlight:
+    size: int
+    accrued: float = 0.0  # backend time accrued so far (see `Batcher._accrue`)
 
 
 @dataclass(frozen=True)
@@ -168,9 +202,11 @@ class Batcher:
         self._pending = 0  # crops admitted by `reserve` that are not yet submitted
         self._in_flight = 0
         self._cost = BatchCost()
+        self.lateness = Lateness()
         self._arrivals = 0.0  # crops queued, exponentially decayed (see `arrival_rate`)
         self._arrivals_at = 0.0  # loop time `_arrivals` was last brought up to date
-        self._ends: dict[object, float] = {}  # expected end (loop clock) of each batch in flight
+        self._running: dict[object, _InFlight] = {}  # batches in flight, by token
+        self._accrued_at = 0.0  # loop time the accruals were last brought up to date
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrent_batches)
         self._batches: set[asyncio.Task[None]] = set()
@@ -242,7 +278,7 @@ class Batcher:
         now = loop.time()
         if deadline <= now:
             raise errors.DeadlineExceeded("the request deadline passed before it was queued")
-        self.admit(k, deadline)
+        expected = self.admit(k, deadline)
         request = _Request(items, deadline, now, loop.create_future())
         self._queue.append(request)
         self._queued_items += k
@@ -259,13 +295,16 @@ class Batcher:
                 future.exception()  # marks an error that lost a race with cancellation as seen
             else:
                 future.cancel()
+        if expected and (not done or not future.exception()):
+            # Answered, or still waiting at its deadline (then it would have waited longer).
+            self.lateness.add(loop.time() - now, expected)
         if not done:
             where = "in the queue" if request.taken == 0 else "during inference"
             raise errors.DeadlineExceeded(f"the request deadline passed {where}")
         return future.result()
 
     def admit(self, k: int, deadline: float, passes: int = 1, *, reserving: bool = False
-              ) -> None:
+              ) -> float | None:
         """Raise Overloaded if `k` crops, queued now, cannot be inferred before `deadline`.
 
         `submit` calls this; callers may also call it before costly work that precedes `submit`
@@ -274,16 +313,20 @@ class Batcher:
         `k` crops that many times in a row (each pass waits its turn again).
 
         Two refusals: the queue has no room for `k` more crops (`max_queue`; when `reserving`,
-        the crops reserved and not yet submitted take room too), or the expected
-        time to infer them behind the work already queued and in flight (`expected_done_s`)
-        exceeds ADMISSION_SHARE of the time left. The second applies only once a batch has been
-        measured, and only when the crops alone on an idle backend would fit: a deadline too
+        the crops reserved and not yet submitted take room too), or the expected time to infer
+        them behind the work already queued and in flight (`expected_done_s`, plus the
+        `lateness` that estimate has recently shown, which may take at most half of the time
+        allowed) exceeds ADMISSION_SHARE of the time left. The second applies only once a batch
+        has been measured, never while the backend is idle (nothing queued, coming or in
+        flight), and only when the crops alone on an idle backend would fit: a deadline too
         short for any load is not overload, and such requests go on to end with
-        DeadlineExceeded. Neither check is made for k > max_queue (`submit` says InvalidRequest)
-        or k = 0.
+        DeadlineExceeded. Neither check is made for k > max_queue (`submit` says
+        InvalidRequest) or k = 0.
+
+        Returns `expected_done_s(k)`: None before a batch has been timed.
         """
         if k == 0 or k > self._max_queue:
-            return
+            return None
         coming = self._queued_items + (self._pending if reserving else 0)
         if coming + k > self._max_queue:
             raise errors.Overloaded(f"{self.name} is busy: {coming} of {self._max_queue} crops "
@@ -291,14 +334,17 @@ class Batcher:
                                     retry_after=self._retry_after(k))
         expected = self.expected_done_s(k)
         if expected is None:
-            return
+            return None
         allowed = ADMISSION_SHARE * (deadline - asyncio.get_running_loop().time())
-        if passes * expected > allowed and passes * self._alone_s(k) <= allowed:
+        planned = passes * expected + min(passes * self.lateness.seconds, allowed / 2)
+        idle = not (self._queued_items or self._pending or self._in_flight)
+        if planned > allowed and not idle and passes * self._alone_s(k) <= allowed:
             raise errors.Overloaded(
                 f"{self.name} is busy: {self._queued_items} crops waiting and {self._in_flight} in "
-                f"flight; {k} more would be done in about {passes * expected:.2f} s, later than "
+                f"flight; {k} more would be done in about {planned:.2f} s, later than "
                 f"the request's deadline allows ({allowed:.2f} s)",
                 retry_after=max(MIN_RETRY_AFTER_S, expected))
+        return expected
 
     def reserve(self, k: int, deadline: float, passes: int = 1) -> Reservation:
         """`admit`, then count the `k` crops as coming until the reservation is released.
@@ -314,36 +360,51 @@ class Batcher:
     def expected_done_s(self, k: int) -> float | None:
         """Estimated seconds from now until `k` crops queued behind the present queue are done.
 
-        Simulates the batching: batches in flight end at their expected ends (their start plus
-        the `BatchCost` of their size), the queued crops then the `k` new
-        ones go in batches of at most `max_batch_size` to whichever of the
-        `max_concurrent_batches` slots is free first; crops reserved but not yet submitted
-        count as queued. A batch that must wait for a slot keeps collecting the crops that
-        arrive meanwhile (at the recent rate of queued crops), up to a full batch. None until a
-        batch has been measured.
+        The backend is modelled as working through batches one after another, each taking the
+        `BatchCost` of its size. That cost is learnt from the backend time each batch accrued
+        (see `_accrue`), not from its own start and end: batches that a backend runs side by
+        side (several GPU streams or model instances) then cost less each, and those it runs in
+        turn (one Triton model instance behind the gateway's concurrent calls) are not counted
+        twice as fast. The batches in flight come first (each less the time it has accrued),
+        then the queued crops and those reserved but not yet submitted, then the `k` new ones,
+        in batches of at most `max_batch_size`. A batch that must wait keeps collecting the
+        crops that arrive meanwhile (at the recent rate of queued crops), up to a full batch.
+        None until a batch has been timed.
         """
-        if self._cost.predict(1) is None:
-            return None
         cost = self._cost.predict
+        if cost(1) is None:
+            return None
         now = asyncio.get_running_loop().time()
-        free = [max(0.0, end - now) for end in self._ends.values()]
-        free += [0.0] * (self._max_concurrent - len(free))
-        heapq.heapify(free)
+        t = 0.0  # seconds from now until the backend is through the work counted so far
+        share = (now - self._accrued_at) / max(1, len(self._running))
+        for batch in self._running.values():
+            t += max(0.0, (cost(batch.size) or 0.0) - batch.accrued - share)
         rate = self.arrival_rate()
-        done, n = 0.0, self._queued_items + self._pending + k
+        n = self._queued_items + self._pending + k
         while n > 0:
             size = min(n, self._max_batch_size)
-            begin = heapq.heappop(free)
-            costed = min(self._max_batch_size, size + rate * begin)
-            end = begin + (cost(costed) or 0.0)
-            heapq.heappush(free, end)
-            done, n = max(done, end), n - size
-        return done
+            t += cost(min(self._max_batch_size, size + rate * t)) or 0.0
+            n -= size
+        return t
 
     def arrival_rate(self) -> float:
         """Recent rate of crops entering the queue, per second (decaying over _RATE_WINDOW_S)."""
         age = asyncio.get_running_loop().time() - self._arrivals_at
         return self._arrivals * math.exp(-age / _RATE_WINDOW_S) / _RATE_WINDOW_S
+
+    def _accrue(self, now: float) -> None:
+        """Share the time since the last update equally among the batches in flight.
+
+        While m batches are in flight each accrues 1/m of the elapsed time, so a batch's accrual
+        at its end is its share of the time the backend was busy: all of it when alone, half
+        when another ran beside it throughout. The accruals of all batches add up to the time
+        the backend was busy, whatever it did in parallel or in turn.
+        """
+        if self._running:
+            share = (now - self._accrued_at) / len(self._running)
+            for batch in self._running.values():
+                batch.accrued += share
+        self._accrued_at = now
 
     def _count_arrival(self, k: int, now: float) -> None:
         self._arrivals = self._arrivals * math.exp(-(now - self._arrivals_at) / _RATE_WINDOW_S) + k
@@ -351,8 +412,9 @@ class Batcher:
 
     def _alone_s(self, k: int) -> float:
         """Estimated seconds to infer `k` crops on an idle backend (needs a measurement)."""
-        rounds = math.ceil(math.ceil(k / self._max_batch_size) / self._max_concurrent)
-        return rounds * (self._cost.predict(min(k, self._max_batch_size)) or 0.0)
+        full, rest = divmod(k, self._max_batch_size)
+        cost = self._cost.predict
+        return full * (cost(self._max_batch_size) or 0.0) + ((cost(rest) or 0.0) if rest else 0.0)
 
     def _retry_after(self, k: int) -> float:
         """Estimate the seconds until the queue, plus `k` crops, has drained.
@@ -438,7 +500,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         start = loop.time()
         token = object()
-        self._ends[token] = start + (self._cost.predict(size) or 0.0)
+        self._accrue(start)
+        self._running[token] = _InFlight(size)
         error: errors.ServiceError | None = None  # one instance for every waiter of the batch
         try:
             x = np.concatenate([s.request.items[s.start : s.stop] for s in batch])  # (N, 3, H, W)
@@ -456,15 +519,17 @@ class Batcher:
             error = errors.BackendUnavailable(f"{self.name}: inference failed, please retry")
             error.__cause__ = raised
         finally:
-            infer_s = loop.time() - start
-            del self._ends[token]
+            done = loop.time()
+            infer_s = done - start
+            self._accrue(done)
+            busy_s = self._running.pop(token).accrued
             self._in_flight -= size
             self._slots.release()
             if error is not None:
                 for s in batch:
                     self._fail(s.request, error)
         if error is None:
-            self._cost.add(size, infer_s)
+            self._cost.add(size, busy_s)
             self._deliver(batch, outputs)
         if self._on_batch is not None:
             waits = [start - s.request.arrival for s in batch for _ in range(s.start, s.stop)]

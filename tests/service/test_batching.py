@@ -11,15 +11,17 @@ import contextlib
 import numpy as np
 import pytest
 
-from service.batching import _RATE_WINDOW_S, ADMISSION_SHARE, BatchCost, Batcher
+from service.batching import _RATE_WINDOW_S, ADMISSION_SHARE, BatchCost, Batcher, Lateness
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded
 
 
 class FakeBackend:
     """Record each batch's crop ids; answer `id` and `twice` per crop after `delay` or `gate`."""
 
-    def __init__(self, delay: float = 0.0, per_crop: float = 0.0):
+    def __init__(self, delay: float = 0.0, per_crop: float = 0.0, serial: bool = False):
         self.delay, self.per_crop = delay, per_crop  # a batch of n takes delay + n * per_crop
+        # serial: concurrent calls run one after another, as on one model instance
+        self.lock = asyncio.Lock() if serial else contextlib.nullcontext()
         self.gate: asyncio.Event | None = None  # when set, each batch waits for it to open
         self.error: Exception | None = None
         self.batches: list[list[int]] = []
@@ -27,7 +29,8 @@ class FakeBackend:
     async def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         ids = x[:, 0, 0, 0].astype(np.int64)  # (N,)
         self.batches.append(ids.tolist())
-        await asyncio.sleep(self.delay + self.per_crop * len(ids))
+        async with self.lock:
+            await asyncio.sleep(self.delay + self.per_crop * len(ids))
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
@@ -380,17 +383,72 @@ def test_work_that_would_miss_its_deadline_behind_the_queue_is_refused_at_once()
     run(main)
 
 
-def test_expected_wait_follows_the_batches_and_the_slots():
+@pytest.mark.parametrize("side_by_side", [True, False])
+def test_expected_wait_learns_whether_concurrent_batches_run_side_by_side(side_by_side):
     async def main():
-        backend = FakeBackend(delay=0.2)
+        # Two slots; a backend that runs both calls at once (GPU streams, two model instances)
+        # or one at a time (one Triton instance behind the gateway's concurrent calls).
+        backend = FakeBackend(delay=0.2, serial=not side_by_side)
         options = {"max_batch_size": 2, "max_wait_s": 0, "max_concurrent_batches": 2}
         async with running(backend, **options) as batcher:
-            assert await ids_of(batcher, 0, 1) == [0, 1]  # ~0.1 s per crop
-            # Idle: 2 crops fill one batch (0.2 s), 4 fill both slots at once (0.2 s), 6 take a
-            # second round (0.4 s).
+            assert await ids_of(batcher, 0, 1) == [0, 1]  # alone: 0.2 s for a batch of 2
             assert batcher.expected_done_s(2) == pytest.approx(0.2, abs=0.05)
-            assert batcher.expected_done_s(4) == pytest.approx(0.2, abs=0.05)
-            assert batcher.expected_done_s(6) == pytest.approx(0.4, abs=0.08)
+            for _ in range(12):  # pairs of batches in flight together
+                await asyncio.gather(ids_of(batcher, 2, 3), ids_of(batcher, 4, 5))
+            # Ten crops are five batches of two: 0.5 s when two run at once, 1 s in turn.
+            expected = 0.5 if side_by_side else 1.0
+            assert batcher.expected_done_s(10) == pytest.approx(expected, rel=0.2)
+            # Work in flight counts what is left of it: while a pair runs, the time to the end
+            # of both, then the new crops.
+            pair = asyncio.gather(ids_of(batcher, 2, 3), ids_of(batcher, 4, 5))
+            await until(lambda: batcher.in_flight == 4)
+            assert batcher.expected_done_s(2) == pytest.approx(1.5 * expected / 2.5, rel=0.25)
+            await pair
+
+    run(main)
+
+
+def test_lateness_tracks_an_upper_quantile_of_how_late_waits_run():
+    rng = np.random.default_rng(0)
+    late = Lateness()
+    for x in rng.uniform(0.0, 0.5, 3000):  # expected 1 s, waited 1 to 1.5 s
+        late.add(1.0 + x, 1.0)
+    assert late.seconds == pytest.approx(0.45, abs=0.06)  # the 90th percentile of the lateness
+    for _ in range(3000):  # then the estimate runs early: the lateness falls to 0, no lower
+        late.add(0.5, 1.0)
+    assert late.seconds == 0.0
+    # A stall behind a short queue (expected 10 ms, waited 1 s) moves it by a share of 10 ms.
+    late.add(1.0, 0.01)
+    assert 0 < late.seconds < 0.01
+
+
+def test_admission_plans_for_the_lateness_seen_but_never_refuses_an_idle_backend():
+    async def main():
+        async with measured(0.1, max_batch_size=1) as (backend, batcher, crop):
+
+            def allowing(crops_wait: float) -> float:  # a deadline with room for that wait
+                return after(crops_wait * crop / ADMISSION_SHARE)
+
+            backend.delay, backend.gate = 0.0, asyncio.Event()
+            waiting = [asyncio.create_task(ids_of(batcher, i)) for i in (1, 2, 3)]
+            await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 2)
+            # One crop in flight and two queued: 3 to 4 crops' wait, which 5.5 allow ...
+            assert 3 * crop - 0.01 <= batcher.admit(1, allowing(5.5)) <= 4 * crop + 0.01
+            # ... but not once waits have been running 2.75 crops late.
+            batcher.lateness.seconds = 2.75 * crop
+            with pytest.raises(Overloaded, match="would be done in about"):
+                batcher.admit(1, allowing(5.5))
+            # Lateness counts for at most half of the time allowed: 9 crops' room admits.
+            batcher.lateness.seconds = 100.0
+            batcher.admit(1, allowing(9))
+            with pytest.raises(Overloaded):
+                batcher.admit(1, allowing(5.5))
+            backend.gate.set()
+            assert await asyncio.gather(*waiting) == [[1], [2], [3]]
+            # Idle: admitted whatever the lateness, so that a new measurement can bring it down.
+            backend.gate = None
+            assert await asyncio.wait_for(batcher.submit(crops(4), allowing(5.5)), 2.0)
+            assert batcher.lateness.seconds < 100.0
 
     run(main)
 
