@@ -50,7 +50,7 @@ _RATE_WINDOW_S = 2.0  # time constant of the decaying count behind `Batcher.arri
 # the rest is for decoding, post-processing, encoding the answer and the estimate's own error.
 ADMISSION_SHARE = 0.8
 # `Lateness`: the quantile of (actual wait - expected wait) that admission plans for, and its
-# step per observation as a share of that observation's expected wait.
+# step per observation as a share of that observation's expected wait (or of the lateness).
 _LATENESS_QUANTILE = 0.9
 _LATENESS_STEP = 0.1
 
@@ -115,17 +115,19 @@ class Lateness:
     waiting at its deadline, feeds its lateness, actual - expected, in seconds; `seconds`
     tracks its _LATENESS_QUANTILE quantile by stochastic approximation (up by q * step when a
     lateness exceeds it, down by (1 - q) * step otherwise, never below 0), the step being
-    _LATENESS_STEP of that request's expected wait. Lateness is added, not multiplied: a stall
-    behind a short queue (expected 0.1 s, waited 0.8 s) says the backend can stall, not that
-    every queue takes eight times its estimate; and requests that waited for little move it
-    little.
+    _LATENESS_STEP of that request's expected wait or of the lateness itself, whichever is
+    larger. Lateness is added, not multiplied: a stall behind a short queue (expected 0.1 s,
+    waited 0.8 s) says the backend can stall, not that every queue takes eight times its
+    estimate, and requests that waited for little move a small lateness little; a large one
+    moves by its own scale, so that after a burst of stalls it decays within about a hundred
+    requests (1 % each) rather than staying up while the queue is short.
     """
 
     def __init__(self) -> None:
         self.seconds = 0.0
 
     def add(self, waited: float, expected: float) -> None:
-        q, step = _LATENESS_QUANTILE, _LATENESS_STEP * expected
+        q, step = _LATENESS_QUANTILE, _LATENESS_STEP * max(expected, self.seconds)
         self.seconds = max(0.0, self.seconds + step * (q if waited - expected > self.seconds
                                                         else q - 1))
 
