@@ -64,28 +64,68 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-class RssSampler:
-    """Samples a process's RSS every `period_s` on a thread while in the `with` block."""
+def cpu_jiffies() -> tuple[int, int]:
+    """(steal, total) CPU time of the whole machine since boot, in jiffies (Linux /proc/stat).
+
+    Steal is time the hypervisor gave this VM's virtual CPUs to someone else: on a shared
+    machine it is the noise the latency checks cannot control, so the suite reports it.
+    """
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+class Sampler:
+    """Every `period_s`, on a thread while in the `with` block: a process's RSS and the CPU steal.
+
+    `samples` are (seconds, RSS MiB); `cpu` are (seconds, steal jiffies, total jiffies).
+    """
 
     def __init__(self, pid: int, period_s: float = 1.0):
         self.pid, self.period_s = pid, period_s
         self.samples: list[tuple[float, float]] = []
+        self.cpu: list[tuple[float, int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         began = time.monotonic()
         while not self._stop.is_set():
-            self.samples.append((time.monotonic() - began, rss_mb(self.pid)))
+            t = time.monotonic() - began
+            self.samples.append((t, rss_mb(self.pid)))
+            self.cpu.append((t, *cpu_jiffies()))
             self._stop.wait(self.period_s)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def steal(self, window_s: float = 10.0) -> dict[str, float | None]:
+        """CPU steal in percent of the machine's CPU time: overall and in the worst window."""
+        return steal_percent(self.cpu, window_s)
+
+
+def steal_percent(cpu: list[tuple[float, int, int]], window_s: float = 10.0
+                  ) -> dict[str, float | None]:
+    """Steal share of CPU time over (seconds, steal, total) samples, overall and worst window."""
+    def share(a: tuple[float, int, int], b: tuple[float, int, int]) -> float | None:
+        total = b[2] - a[2]
+        return 100.0 * (b[1] - a[1]) / total if total > 0 else None
+
+    if len(cpu) < 2:
+        return {"steal_pct": None, f"worst_{window_s:g}s_steal_pct": None}
+    worst, j = None, 0
+    for i in range(len(cpu)):
+        while cpu[i][0] - cpu[j][0] > window_s:
+            j += 1
+        if cpu[i][0] - cpu[j][0] >= window_s / 2:
+            value = share(cpu[j], cpu[i])
+            if value is not None and (worst is None or value > worst):
+                worst = value
+    return {"steal_pct": share(cpu[0], cpu[-1]), f"worst_{window_s:g}s_steal_pct": worst}
 
 
 def growth_mb_per_min(samples: list[tuple[float, float]]) -> float:
@@ -166,6 +206,15 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
             "max_latency_ms": max((r["latency_s"] * 1000 for r in records), default=None)}
 
 
+def error_times(records: list[dict[str, Any]], ok: frozenset[str] | set[str] = frozenset({"200"}),
+                limit: int = 200) -> list[float]:
+    """Seconds from the first request's start at which the first `limit` errors started."""
+    if not records:
+        return []
+    t0 = min(r["t"] for r in records)
+    return [round(r["t"] - t0, 1) for r in records if r["status"] not in ok][:limit]
+
+
 async def wait_for(predicate: Callable[[], Any], timeout_s: float) -> float:
     """Poll an async predicate until true; return the seconds it took (inf on timeout)."""
     began = time.monotonic()
@@ -226,22 +275,23 @@ class Suite:
         warm = await self.recovered(client, Recorder(client, self.payloads, 60))
         if warm == float("inf"):
             raise RuntimeError("the gateway never answered a request successfully")
-        result = await loadgen.closed_loop(loadgen.rest_sender(client), self.payloads,
-                                           self.args.capacity_concurrency,
-                                           self.args.capacity_s)
+        with Sampler(self.pid) as sampler:
+            result = await loadgen.closed_loop(loadgen.rest_sender(client), self.payloads,
+                                               self.args.capacity_concurrency,
+                                               self.args.capacity_s)
         capacity = result.ok / result.duration_s
         if capacity == 0:
             raise RuntimeError(f"no request succeeded while measuring capacity: "
                                f"{dict(result.statuses)}")
         self.results["capacity"] = {"images_per_s": capacity,
                                     "concurrency": self.args.capacity_concurrency,
-                                    "statuses": dict(result.statuses)}
+                                    "statuses": dict(result.statuses), **sampler.steal()}
         return capacity
 
     async def soak(self, client: httpx.AsyncClient, capacity: float) -> None:
         rec = Recorder(client, self.payloads, self.args.deadline_s)
         rate = self.args.soak_fraction * capacity
-        with RssSampler(self.pid) as rss:
+        with Sampler(self.pid) as rss:
             records = await rec.open_loop(rate, self.args.soak_s)
         fifth = max(1, len(records) // 5)
         first, last = summary(records[:fifth]), summary(records[-fifth:])
@@ -250,7 +300,9 @@ class Suite:
                                 "first_fifth_p99_ms": first["ok_p99_ms"],
                                 "last_fifth_p99_ms": last["ok_p99_ms"],
                                 "rss_mb_start": rss.samples[0][1], "rss_mb_end": rss.samples[-1][1],
-                                "rss_growth_mb_per_min": growth}
+                                "rss_growth_mb_per_min": growth, **rss.steal(),
+                                # When the errors came (s from the start), to set beside steal.
+                                "error_times_s": error_times(records)}
         s = self.results["soak"]
         self.check("soak", "no errors", set(s["statuses"]) == {"200"}, s["statuses"])
         self.check("soak", "RSS does not grow", growth * self.args.soak_s / 120
@@ -264,11 +316,13 @@ class Suite:
     async def overload(self, client: httpx.AsyncClient, capacity: float) -> None:
         rec = Recorder(client, self.payloads, self.args.deadline_s)
         rate = self.args.overload_rate or self.args.overload_factor * capacity
-        over = await rec.open_loop(rate, self.args.overload_s)
+        with Sampler(self.pid) as sampler:
+            over = await rec.open_loop(rate, self.args.overload_s)
         after = await rec.open_loop(self.args.recovery_fraction * capacity,
                                     self.args.overload_s)
         s, r = summary(over), summary(after)
-        self.results["overload"] = {"rate": rate, **s,
+        self.results["overload"] = {"rate": rate, **s, **sampler.steal(),
+                                    "error_times_s": error_times(over, ok={"200", "429"}),
                                     "recovery": r}
         self.check("overload", "only 200 and 429", set(s["statuses"]) <= {"200", "429"},
                    s["statuses"])

@@ -35,6 +35,28 @@ def test_summary_counts_statuses_and_splits_latencies():
     assert out["max_latency_ms"] == pytest.approx(2000.0)
 
 
+def test_steal_share_overall_and_in_the_worst_window():
+    # 100 jiffies a second; 5 of them stolen for 20 s, then 40 for 10 s, then 5 again.
+    cpu, steal = [], 0
+    for t in range(41):
+        cpu.append((float(t), steal, 100 * t))
+        steal += 40 if 20 <= t < 30 else 5
+    out = reliability.steal_percent(cpu, window_s=10)
+    assert out["steal_pct"] == pytest.approx(100 * (30 * 5 + 10 * 40) / 4000)
+    assert out["worst_10s_steal_pct"] == pytest.approx(40.0)
+    assert reliability.steal_percent(cpu[:1])["steal_pct"] is None
+    steal_now, total_now = reliability.cpu_jiffies()  # this machine's /proc/stat
+    assert 0 <= steal_now <= total_now and total_now > 0
+
+
+def test_error_times_are_seconds_from_the_first_request():
+    records = [{"t": 100.0 + t, "status": st} for t, st in
+               [(0.0, "200"), (1.24, "429"), (5.0, "200"), (7.06, "504")]]
+    assert reliability.error_times(records) == [1.2, 7.1]
+    assert reliability.error_times(records, ok={"200", "429"}) == [7.1]
+    assert reliability.error_times([]) == []
+
+
 class EchoServer:
     """A TCP echo server on loopback (the proxy's upstream in the unit test)."""
 
