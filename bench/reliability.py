@@ -103,29 +103,41 @@ class Sampler:
         self._stop.set()
         self._thread.join()
 
-    def steal(self, window_s: float = 10.0) -> dict[str, float | None]:
+    def steal(self, window_s: float = 10.0) -> dict[str, Any]:
         """CPU steal in percent of the machine's CPU time: overall and in the worst window."""
         return steal_percent(self.cpu, window_s)
 
+    def steal_series(self, step_s: float = 30.0) -> list[float | None]:
+        """CPU steal in percent over consecutive `step_s` spans (for a timeline)."""
+        out, start = [], 0
+        for i, sample in enumerate(self.cpu):
+            if sample[0] - self.cpu[start][0] >= step_s or (i == len(self.cpu) - 1 and i > start):
+                total = sample[2] - self.cpu[start][2]
+                out.append(round(100.0 * (sample[1] - self.cpu[start][1]) / total, 1)
+                           if total > 0 else None)
+                start = i
+        return out
+
 
 def steal_percent(cpu: list[tuple[float, int, int]], window_s: float = 10.0
-                  ) -> dict[str, float | None]:
+                  ) -> dict[str, Any]:
     """Steal share of CPU time over (seconds, steal, total) samples, overall and worst window."""
     def share(a: tuple[float, int, int], b: tuple[float, int, int]) -> float | None:
         total = b[2] - a[2]
         return 100.0 * (b[1] - a[1]) / total if total > 0 else None
 
+    name = f"worst_{window_s:g}s_steal"
     if len(cpu) < 2:
-        return {"steal_pct": None, f"worst_{window_s:g}s_steal_pct": None}
-    worst, j = None, 0
+        return {"steal_pct": None, f"{name}_pct": None, f"{name}_ends_at_s": None}
+    worst, at, j = None, None, 0
     for i in range(len(cpu)):
         while cpu[i][0] - cpu[j][0] > window_s:
             j += 1
         if cpu[i][0] - cpu[j][0] >= window_s / 2:
             value = share(cpu[j], cpu[i])
             if value is not None and (worst is None or value > worst):
-                worst = value
-    return {"steal_pct": share(cpu[0], cpu[-1]), f"worst_{window_s:g}s_steal_pct": worst}
+                worst, at = value, round(cpu[i][0], 1)
+    return {"steal_pct": share(cpu[0], cpu[-1]), f"{name}_pct": worst, f"{name}_ends_at_s": at}
 
 
 def growth_mb_per_min(samples: list[tuple[float, float]]) -> float:
@@ -301,6 +313,7 @@ class Suite:
                                 "last_fifth_p99_ms": last["ok_p99_ms"],
                                 "rss_mb_start": rss.samples[0][1], "rss_mb_end": rss.samples[-1][1],
                                 "rss_growth_mb_per_min": growth, **rss.steal(),
+                                "steal_pct_per_30s": rss.steal_series(),
                                 # When the errors came (s from the start), to set beside steal.
                                 "error_times_s": error_times(records)}
         s = self.results["soak"]

@@ -44,7 +44,11 @@ def test_steal_share_overall_and_in_the_worst_window():
     out = reliability.steal_percent(cpu, window_s=10)
     assert out["steal_pct"] == pytest.approx(100 * (30 * 5 + 10 * 40) / 4000)
     assert out["worst_10s_steal_pct"] == pytest.approx(40.0)
+    assert out["worst_10s_steal_ends_at_s"] == 30.0
     assert reliability.steal_percent(cpu[:1])["steal_pct"] is None
+    sampler = reliability.Sampler(os.getpid())  # not started: its samples set by hand
+    sampler.cpu = cpu
+    assert sampler.steal_series(step_s=10) == [5.0, 5.0, 40.0, 5.0]
     steal_now, total_now = reliability.cpu_jiffies()  # this machine's /proc/stat
     assert 0 <= steal_now <= total_now and total_now > 0
 
