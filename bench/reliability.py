@@ -112,20 +112,21 @@ class Sampler:
         out, start = [], 0
         for i, sample in enumerate(self.cpu):
             if sample[0] - self.cpu[start][0] >= step_s or (i == len(self.cpu) - 1 and i > start):
-                total = sample[2] - self.cpu[start][2]
-                out.append(round(100.0 * (sample[1] - self.cpu[start][1]) / total, 1)
-                           if total > 0 else None)
+                share = steal_between(self.cpu[start], sample)
+                out.append(None if share is None else round(share, 1))
                 start = i
         return out
+
+
+def steal_between(a: tuple[float, int, int], b: tuple[float, int, int]) -> float | None:
+    """Steal in percent of the CPU time between two (seconds, steal, total) samples."""
+    total = b[2] - a[2]
+    return 100.0 * (b[1] - a[1]) / total if total > 0 else None
 
 
 def steal_percent(cpu: list[tuple[float, int, int]], window_s: float = 10.0
                   ) -> dict[str, Any]:
     """Steal share of CPU time over (seconds, steal, total) samples, overall and worst window."""
-    def share(a: tuple[float, int, int], b: tuple[float, int, int]) -> float | None:
-        total = b[2] - a[2]
-        return 100.0 * (b[1] - a[1]) / total if total > 0 else None
-
     name = f"worst_{window_s:g}s_steal"
     if len(cpu) < 2:
         return {"steal_pct": None, f"{name}_pct": None, f"{name}_ends_at_s": None}
@@ -134,10 +135,11 @@ def steal_percent(cpu: list[tuple[float, int, int]], window_s: float = 10.0
         while cpu[i][0] - cpu[j][0] > window_s:
             j += 1
         if cpu[i][0] - cpu[j][0] >= window_s / 2:
-            value = share(cpu[j], cpu[i])
+            value = steal_between(cpu[j], cpu[i])
             if value is not None and (worst is None or value > worst):
                 worst, at = value, round(cpu[i][0], 1)
-    return {"steal_pct": share(cpu[0], cpu[-1]), f"{name}_pct": worst, f"{name}_ends_at_s": at}
+    return {"steal_pct": steal_between(cpu[0], cpu[-1]), f"{name}_pct": worst,
+            f"{name}_ends_at_s": at}
 
 
 def growth_mb_per_min(samples: list[tuple[float, float]]) -> float:

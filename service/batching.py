@@ -68,14 +68,21 @@ class BatchCost:
 
     def __init__(self) -> None:
         self._sums = np.zeros(5)  # weighted sums of 1, n, n^2, t, n t
+        # (a, c) of the fit, or (mean t, 0) while there is no line; None before any batch.
+        # Refitted once per batch, as admission predicts many times per request.
+        self._fit: tuple[float, float] | None = None
+        self._has_line = False
 
     def add(self, n: int, seconds: float) -> None:
-        line = self._line()
-        if line is not None:  # while there is no line, a new size is news, not an outlier
-            predicted = line[0] + line[1] * n
+        if self._has_line:  # while there is no line, a new size is news, not an outlier
+            assert self._fit is not None
+            predicted = self._fit[0] + self._fit[1] * n
             seconds = min(max(seconds, predicted / _EWMA_STEP), predicted * _EWMA_STEP)
         self._sums *= 1 - _EWMA_WEIGHT
         self._sums += (1.0, n, n * n, seconds, n * seconds)
+        line = self._line()
+        self._has_line = line is not None
+        self._fit = line if line is not None else (float(self._sums[3] / self._sums[0]), 0.0)
 
     def _line(self) -> tuple[float, float] | None:
         """(a, c) once batches of more than about one size have been seen, else None."""
@@ -89,20 +96,16 @@ class BatchCost:
         c = (snt / w - mean_n * mean_t) / variance
         a = mean_t - c * mean_n
         if c < 0:  # noise: larger batches cannot be cheaper
-            return mean_t, 0.0
+            return float(mean_t), 0.0
         if a < 0:  # nor can a call cost less than nothing: the line through the origin
-            return 0.0, snt / snn
-        return a, c
+            return 0.0, float(snt / snn)
+        return float(a), float(c)
 
     def predict(self, n: float) -> float | None:
         """Seconds for a batch of `n` crops; None before any batch was timed."""
-        w, st = self._sums[0], self._sums[3]
-        if w == 0:
+        if self._fit is None:
             return None
-        line = self._line()
-        if line is None:  # about one batch size so far
-            return st / w
-        return line[0] + line[1] * n
+        return self._fit[0] + self._fit[1] * n  # about one batch size so far: c = 0
 
 
 class Lateness:
@@ -148,7 +151,7 @@ class _Request:
         return len(self.items) - self.taken
 
 
-@dataclass
+@dataclass(eq=False)
 class _InFlight:
     size: int
     accrued: float = 0.0  # backend time accrued so far (see `Batcher._accrue`)
@@ -207,7 +210,7 @@ class Batcher:
         self.lateness = Lateness()
         self._arrivals = 0.0  # crops queued, exponentially decayed (see `arrival_rate`)
         self._arrivals_at = 0.0  # loop time `_arrivals` was last brought up to date
-        self._running: dict[object, _InFlight] = {}  # batches in flight, by token
+        self._running: set[_InFlight] = set()  # batches in flight
         self._accrued_at = 0.0  # loop time the accruals were last brought up to date
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrent_batches)
@@ -376,11 +379,10 @@ class Batcher:
         cost = self._cost.predict
         if cost(1) is None:
             return None
-        now = asyncio.get_running_loop().time()
+        self._accrue(asyncio.get_running_loop().time())
         t = 0.0  # seconds from now until the backend is through the work counted so far
-        share = (now - self._accrued_at) / max(1, len(self._running))
-        for batch in self._running.values():
-            t += max(0.0, (cost(batch.size) or 0.0) - batch.accrued - share)
+        for batch in self._running:
+            t += max(0.0, (cost(batch.size) or 0.0) - batch.accrued)
         rate = self.arrival_rate()
         n = self._queued_items + self._pending + k
         while n > 0:
@@ -404,7 +406,7 @@ class Batcher:
         """
         if self._running:
             share = (now - self._accrued_at) / len(self._running)
-            for batch in self._running.values():
+            for batch in self._running:
                 batch.accrued += share
         self._accrued_at = now
 
@@ -501,9 +503,9 @@ class Batcher:
     async def _run_batch(self, batch: list[_Slice], size: int) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        token = object()
+        running = _InFlight(size)
         self._accrue(start)
-        self._running[token] = _InFlight(size)
+        self._running.add(running)
         error: errors.ServiceError | None = None  # one instance for every waiter of the batch
         try:
             x = np.concatenate([s.request.items[s.start : s.stop] for s in batch])  # (N, 3, H, W)
@@ -524,14 +526,14 @@ class Batcher:
             done = loop.time()
             infer_s = done - start
             self._accrue(done)
-            busy_s = self._running.pop(token).accrued
+            self._running.remove(running)
             self._in_flight -= size
             self._slots.release()
             if error is not None:
                 for s in batch:
                     self._fail(s.request, error)
         if error is None:
-            self._cost.add(size, busy_s)
+            self._cost.add(size, running.accrued)
             self._deliver(batch, outputs)
         if self._on_batch is not None:
             waits = [start - s.request.arrival for s in batch for _ in range(s.start, s.stop)]
