@@ -430,7 +430,7 @@ class Suite:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from deploy.stack import default_model_repository
-    from posecontract.triton import ServingOptions, write_cpu_twin
+    from posecontract.triton import ServingOptions, spare_cpu_threads, write_cpu_twin
 
     repository = args.model_repository or default_model_repository(args.model_name)
     payloads = loadgen.load_payloads(args.images)
@@ -442,8 +442,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     port, grpc_port = free_port(), free_port()
     gateway_flags = ["--max-queue", str(args.max_queue), "--max-batch-size",
                      str(args.max_batch_size), "--request-timeout-s", str(args.deadline_s)]
+    threads = args.torch_threads or spare_cpu_threads()
+    result["settings"]["inference_threads"] = threads
     if args.backend == "local":
-        command = gateway_command(repository, args.model_name, port, grpc_port, gateway_flags)
+        command = gateway_command(repository, args.model_name, port, grpc_port,
+                                  [*gateway_flags, "--torch-threads", str(threads)])
         with Spawned(command, f"http://127.0.0.1:{port}/health/ready", workdir, "gateway") as gw:
             suite = Suite(args, f"http://127.0.0.1:{port}", gw.process.pid, payloads)
             asyncio.run(suite.run())
@@ -452,7 +455,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if reason is not None:
             raise SystemExit(f"--backend triton needs the bundled Triton: {reason}")
         twin = workdir / "twin"
-        write_cpu_twin(repository, args.model_name, twin, ServingOptions(warmup_batch_sizes=(1,)))
+        write_cpu_twin(repository, args.model_name, twin,
+                       ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=threads))
         with TritonServer(twin, workdir / "triton", (args.model_name,)) as triton:
             proxy = FaultProxy(("127.0.0.1", triton.grpc_port)).start()
             try:
@@ -507,6 +511,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=4,
                    help="the gateway's max_batch_size: 4 is the measured best on a 2-core CPU "
                         "(BENCHMARKS.md); a 16-crop batch there takes half the 2 s deadline")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch intra-op threads of the model server (the gateway's with --backend "
+                        "local, Triton's CPU twin otherwise); 0: one fewer than the CPUs, as "
+                        "`serve` and `make stack` choose")
     p.add_argument("--max-rss-growth-mb", type=float, default=20.0,
                    help="allowed RSS growth per 2 minutes of soak (second half's slope)")
     p.add_argument("--max-reject-ms", type=float, default=250.0)

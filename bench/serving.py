@@ -244,7 +244,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         else:
             twin = workdir / "twin"
             write_cpu_twin(repository, args.model_name, twin,
-                           ServingOptions(warmup_batch_sizes=(1,)))
+                           ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=args.threads))
             with TritonServer(twin, workdir / "triton", (args.model_name,)) as triton:
                 if "triton-direct" in args.targets:
                     tag("triton-direct", run_triton(triton, args.model_name, payloads, args))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.triton_server import DEFAULT_VENV, TritonServer, free_port, missing_reason
-from posecontract.triton import ServingOptions, write_cpu_twin
+from posecontract.triton import ServingOptions, spare_cpu_threads, write_cpu_twin
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -119,10 +119,12 @@ class Stack:
             raise RuntimeError("No `prometheus` on PATH (Debian: apt-get install prometheus)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            # One warm-up batch: the CPU takes seconds for the production's batch of 32.
+            # One warm-up batch: the CPU takes seconds for the production's batch of 32. Torch
+            # leaves a core to the gateway beside it (`spare_cpu_threads`).
             twin = self.workdir / "twin_repository"
             write_cpu_twin(self.model_repository, self.model_name, twin,
-                           ServingOptions(warmup_batch_sizes=(1,)))
+                           ServingOptions(warmup_batch_sizes=(1,),
+                                          intra_op_threads=spare_cpu_threads()))
             self.triton = TritonServer(twin, self.workdir, (self.model_name,), self.venv)
             # Triton picks free ports now; ours are bound later, so keep it off them.
             ours = {self.port, self.grpc_port, self.prometheus_port}

@@ -39,6 +39,25 @@ class ServingOptions:
     instance_count: int = 1
     instance_kind: str = "KIND_GPU"
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 32)
+    # Torch intra-op threads per instance (Triton's INTRA_OP_THREAD_COUNT parameter, honoured
+    # by the libtorch backend and by the CPU twin); 0 leaves it out: the backend's default.
+    intra_op_threads: int = 0
+
+
+def spare_cpu_threads() -> int:
+    """Intra-op threads for CPU inference that shares the machine with a gateway: one fewer
+    than the CPUs this process may run on, at least 1.
+
+    The gateway's own work (HTTP, JPEG decoding, cropping, the event loop) needs a core. Torch
+    threads that take every core spin at each parallel region's barrier whenever one of them
+    is descheduled, so on 2 vCPUs two threads served the same throughput as one at twice the
+    latency, and stalled for seconds when a neighbour took the CPU (BENCHMARKS.md).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 def _tensor(spec: TensorSpec) -> str:
@@ -54,6 +73,16 @@ def _check(o: ServingOptions) -> None:
     too_big = [b for b in (*o.preferred_batch_sizes, *o.warmup_batch_sizes) if b > o.max_batch_size]
     if too_big:
         raise ValueError(f"Batch sizes {too_big} exceed max_batch_size {o.max_batch_size}")
+    if o.intra_op_threads < 0:
+        raise ValueError(f"intra_op_threads must be >= 0 (0: the backend's default), "
+                         f"got {o.intra_op_threads}")
+
+
+def _threads(o: ServingOptions) -> str:
+    """The INTRA_OP_THREAD_COUNT parameter (with its newline), or nothing when left default."""
+    if not o.intra_op_threads:
+        return ""
+    return _param("INTRA_OP_THREAD_COUNT", str(o.intra_op_threads)) + "\n"
 
 
 def _common(name: str, runtime: str, o: ServingOptions, kind: str) -> str:
@@ -109,18 +138,19 @@ def render_config(name: str, options: ServingOptions | None = None) -> str:
 {_param("INFERENCE_MODE", "true")}
 {_param("DISABLE_OPTIMIZED_EXECUTION", "false")}
 {_param("ENABLE_JIT_PROFILING", "false")}
-"""
+{_threads(o)}"""
 
 
 def render_cpu_twin_config(name: str, options: ServingOptions | None = None) -> str:
     """config.pbtxt text for the CPU twin: the Python backend running the same `model.pt`.
 
-    Same name, tensors, batching, queue policy, instance count, version policy and warm-up as
-    `render_config` with the same options; the instances are KIND_CPU whatever the options say.
+    Same name, tensors, batching, queue policy, instance count, version policy, warm-up and
+    intra-op threads as `render_config` with the same options; the instances are KIND_CPU
+    whatever the options say.
     """
     o = options or ServingOptions()
     _check(o)
-    return f"{TWIN_HEADER}\n" + _common(name, 'backend: "python"', o, "KIND_CPU")
+    return f"{TWIN_HEADER}\n" + _common(name, 'backend: "python"', o, "KIND_CPU") + _threads(o)
 
 
 def write_cpu_twin(production_repo: Path, name: str, out_repo: Path,

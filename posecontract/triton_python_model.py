@@ -7,6 +7,9 @@ interpreter the stub finds as `python3` on PATH (see deploy/triton_server.py). T
 and dims are read from the model's config, which `render_cpu_twin_config` wrote from
 `posecontract.layout`, so this file depends on nothing else of the project.
 
+Like the libtorch backend, it honours the config's INTRA_OP_THREAD_COUNT parameter (torch's
+intra-op threads; torch's own default when absent) and logs the count it runs with.
+
 Triton hands `execute` the requests its dynamic batcher grouped. Each valid request contributes
 its (k_i, 3, 256, 256) uint8 rows to one stacked batch, the model runs once, and the outputs are
 split back into one response per request; an invalid request gets an error response of its own
@@ -26,6 +29,11 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
+        threads = config.get("parameters", {}).get("INTRA_OP_THREAD_COUNT", {}).get("string_value")
+        if threads:
+            torch.set_num_threads(int(threads))
+        pb_utils.Logger.log_info(f"{args['model_name']}: torch intra-op threads "
+                                 f"{torch.get_num_threads()}")
         # args["model_repository"] is the model's folder; the version folder holds model.pt.
         path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
         self.model = torch.jit.load(str(path), map_location="cpu").eval()

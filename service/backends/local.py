@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from posecontract.layout import INPUT, OUTPUTS
+from posecontract.triton import spare_cpu_threads
 from service.backends.base import ModelInfo
 from service.errors import BackendUnavailable
 
@@ -56,6 +57,7 @@ class LocalBackend:
         self._warmup = warmup_batch_sizes
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-infer")
         self._model: torch.jit.ScriptModule | None = None
+        self.threads = 0  # torch intra-op threads inference runs with, once started
         self._info: ModelInfo | None = None
 
     async def start(self) -> None:
@@ -64,6 +66,8 @@ class LocalBackend:
     def _load(self) -> None:
         if self._threads > 0:
             torch.set_num_threads(self._threads)
+        elif self._device.type == "cpu":
+            torch.set_num_threads(min(torch.get_num_threads(), spare_cpu_threads()))
         path, version = resolve_model_file(self._repository, self._name, self._version)
         files = {CARD_FILE: ""}
         try:
@@ -76,7 +80,10 @@ class LocalBackend:
             self._run(model, np.zeros((batch, *INPUT.dims), dtype=np.uint8))
         self._model = model
         self._info = ModelInfo(self._name, version, card)
-        log.info("loaded %s version %s on %s", self._name, version, self._device)
+        # Read in the inference thread: with OpenMP the count is that thread's setting.
+        self.threads = torch.get_num_threads()
+        log.info("loaded %s version %s on %s (%d intra-op threads)", self._name, version,
+                 self._device, self.threads)
 
     def _run(self, model: torch.jit.ScriptModule, images: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():

@@ -9,7 +9,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from posecontract.layout import INPUT, OUTPUTS
-from posecontract.triton import ServingOptions, render_config
+from posecontract.triton import (
+    ServingOptions,
+    render_config,
+    render_cpu_twin_config,
+    spare_cpu_threads,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt"))
@@ -53,3 +58,21 @@ def test_committed_model_honours_the_contract(path):
     assert [tuple(t.shape[1:]) for t in outputs] == [tuple(s.dims) for s in OUTPUTS]
     coords = outputs[0]
     assert torch.isfinite(coords).all() and coords.abs().max() <= 1
+
+
+@pytest.mark.parametrize("render", [render_config, render_cpu_twin_config])
+def test_intra_op_threads_render_as_the_backends_parameter(render):
+    parsed = text_format.Parse(render("m", ServingOptions(intra_op_threads=3)),
+                               model_config_pb2.ModelConfig())
+    assert parsed.parameters["INTRA_OP_THREAD_COUNT"].string_value == "3"
+    # Left out by default: the committed production config stays byte for byte the same.
+    parsed = text_format.Parse(render("m", ServingOptions()), model_config_pb2.ModelConfig())
+    assert "INTRA_OP_THREAD_COUNT" not in parsed.parameters
+    with pytest.raises(ValueError, match="intra_op_threads must be >= 0"):
+        render("m", ServingOptions(intra_op_threads=-1))
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [({0}, 1), ({0, 1}, 1), (set(range(16)), 15)])
+def test_spare_cpu_threads_leaves_one_cpu_to_the_gateway(monkeypatch, cpus, threads):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: cpus)
+    assert spare_cpu_threads() == threads

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,8 +110,10 @@ def triton(model_repository, tmp_path_factory) -> Iterator[TritonServer]:
             pytest.fail(f"MARGIPOSE_REQUIRE_TRITON=1 but no Triton here: {reason}")
         pytest.skip(f"no real Triton: {reason}")
     twin = tmp_path_factory.mktemp("twin_repository")  # beside model_repository, not inside
-    # The production options but one warm-up batch (the CPU takes seconds for a batch of 32).
-    write_cpu_twin(model_repository, MODEL_NAME, twin, ServingOptions(warmup_batch_sizes=(1,)))
+    # The production options but one warm-up batch (the CPU takes seconds for a batch of 32),
+    # and one torch thread, as `make stack` gives a 2-CPU machine.
+    write_cpu_twin(model_repository, MODEL_NAME, twin,
+                   ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=1))
     write_cpu_twin(model_repository, MODEL_NAME, twin, QUEUE_OPTIONS, served_name=QUEUE_MODEL)
     server = TritonServer(twin, tmp_path_factory.mktemp("tritonserver"), (MODEL_NAME, QUEUE_MODEL))
     server.start()
@@ -195,6 +198,13 @@ def test_predictions_equal_the_embedded_backend(triton, model_repository):
             await local.stop()
 
     run(compare())
+
+
+def test_twin_runs_with_the_configured_intra_op_threads(triton):
+    log = triton.log_path.read_text(errors="replace")
+    assert f'"{MODEL_NAME}: torch intra-op threads 1"' in log
+    # Without the parameter torch keeps its own default, whatever it is here.
+    assert re.search(rf'"{QUEUE_MODEL}: torch intra-op threads \d+"', log)
 
 
 def test_triton_batches_concurrent_requests(triton):
