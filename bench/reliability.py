@@ -25,7 +25,9 @@ embedded backend instead and the fault scenarios that need Triton are skipped.
    requests and queue depth back to 0 (no leaked slots).
 
 Every request of every scenario must end (answer or error) within its deadline plus a margin:
-the suite records the slowest and fails otherwise.
+the suite records the slowest and fails otherwise. Beside the checks, each phase records the
+machine's CPU steal (time the hypervisor gave our CPUs to other guests): overall, its worst
+10 s, per 30 s of the soak, and for each spell of errors the steal around it (`error_spells`).
 """
 
 from __future__ import annotations
@@ -229,6 +231,25 @@ def error_times(records: list[dict[str, Any]], ok: frozenset[str] | set[str] = f
     return [round(r["t"] - t0, 1) for r in records if r["status"] not in ok][:limit]
 
 
+def error_spells(times: list[float], cpu: list[tuple[float, int, int]], gap_s: float = 5.0,
+                 before_s: float = 10.0) -> list[dict[str, Any]]:
+    """Error start times (s) grouped into spells, each error within `gap_s` of the one before,
+    with the CPU steal (percent, from `Sampler.cpu` on the same clock) from `before_s` before
+    a spell's first error to a second after its last: is the machine's noise beside it?"""
+    spells: list[dict[str, Any]] = []
+    for t in sorted(times):
+        if spells and t - spells[-1]["to_s"] <= gap_s:
+            spells[-1]["to_s"] = t
+            spells[-1]["errors"] += 1
+        else:
+            spells.append({"from_s": t, "to_s": t, "errors": 1})
+    for spell in spells:
+        window = [c for c in cpu if spell["from_s"] - before_s <= c[0] <= spell["to_s"] + 1]
+        share = steal_between(window[0], window[-1]) if len(window) > 1 else None
+        spell["steal_pct"] = None if share is None else round(share, 1)
+    return spells
+
+
 async def wait_for(predicate: Callable[[], Any], timeout_s: float) -> float:
     """Poll an async predicate until true; return the seconds it took (inf on timeout)."""
     began = time.monotonic()
@@ -317,7 +338,8 @@ class Suite:
                                 "rss_growth_mb_per_min": growth, **rss.steal(),
                                 "steal_pct_per_30s": rss.steal_series(),
                                 # When the errors came (s from the start), to set beside steal.
-                                "error_times_s": error_times(records)}
+                                "error_times_s": error_times(records),
+                                "error_spells": error_spells(error_times(records), rss.cpu)}
         s = self.results["soak"]
         self.check("soak", "no errors", set(s["statuses"]) == {"200"}, s["statuses"])
         self.check("soak", "RSS does not grow", growth * self.args.soak_s / 120
@@ -338,6 +360,8 @@ class Suite:
         s, r = summary(over), summary(after)
         self.results["overload"] = {"rate": rate, **s, **sampler.steal(),
                                     "error_times_s": error_times(over, ok={"200", "429"}),
+                                    "error_spells": error_spells(
+                                        error_times(over, ok={"200", "429"}), sampler.cpu),
                                     "recovery": r}
         self.check("overload", "only 200 and 429", set(s["statuses"]) <= {"200", "429"},
                    s["statuses"])

@@ -61,6 +61,23 @@ def test_error_times_are_seconds_from_the_first_request():
     assert reliability.error_times([]) == []
 
 
+def test_error_spells_group_errors_and_take_the_steal_beside_them():
+    # One sample a second; 100 jiffies each; steal 50 a second from 10 s to 20 s, else 1.
+    cpu, steal = [], 0
+    for t in range(60):
+        cpu.append((float(t), steal, 100 * t))
+        steal += 50 if 10 <= t < 20 else 1
+    spells = reliability.error_spells([16.0, 15.0, 19.5, 40.0], cpu)
+    assert [(s["from_s"], s["to_s"], s["errors"]) for s in spells] == \
+        [(15.0, 19.5, 3), (40.0, 40.0, 1)]
+    # 5 s to 20.5 s: samples 5..20, 15 s of which 10 at 50 %: 505 of 1,500 jiffies.
+    assert spells[0]["steal_pct"] == 33.7
+    assert spells[1]["steal_pct"] == 1.0
+    assert reliability.error_spells([], cpu) == []
+    assert reliability.error_spells([3.0], []) == [
+        {"from_s": 3.0, "to_s": 3.0, "errors": 1, "steal_pct": None}]
+
+
 class EchoServer:
     """A TCP echo server on loopback (the proxy's upstream in the unit test)."""
 
