@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     """Torch device of the local backend: `cpu`, `cuda` or `cuda:N`."""
     torch_threads: int = 0
     """Intra-op threads of the local backend (0: on CPU, one fewer than the CPUs the process may
-    use, at least 1, so that decoding and the event loop keep a core; else torch's default)."""
+    use, affinity and cgroup quota, at least 1, so that decoding and the event loop keep a core;
+    else torch's default)."""
 
     max_batch_size: int = 16
     """Most person crops sent to the backend in one batch."""

@@ -11,6 +11,7 @@ from tritonclient.grpc import model_config_pb2
 from posecontract.layout import INPUT, OUTPUTS
 from posecontract.triton import (
     ServingOptions,
+    cgroup_cpu_limit,
     render_config,
     render_cpu_twin_config,
     spare_cpu_threads,
@@ -72,7 +73,33 @@ def test_intra_op_threads_render_as_the_backends_parameter(render):
         render("m", ServingOptions(intra_op_threads=-1))
 
 
-@pytest.mark.parametrize(("cpus", "threads"), [({0}, 1), ({0, 1}, 1), (set(range(16)), 15)])
-def test_spare_cpu_threads_leaves_one_cpu_to_the_gateway(monkeypatch, cpus, threads):
+@pytest.mark.parametrize(("cpus", "limit", "threads"), [
+    ({0}, None, 1), ({0, 1}, None, 1), (set(range(16)), None, 15),
+    (set(range(16)), 2.5, 2),  # a container's quota of 2.5 CPUs: 3 to share, 2 for torch
+    ({0, 1}, 8.0, 1),  # a quota above the CPUs it may run on changes nothing
+])
+def test_spare_cpu_threads_leaves_one_cpu_to_the_gateway(monkeypatch, cpus, limit, threads):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: cpus)
+    monkeypatch.setattr("posecontract.triton.cgroup_cpu_limit", lambda: limit)
     assert spare_cpu_threads() == threads
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_cpu_limit_reads_v2_then_v1(tmp_path):
+    v2 = tmp_path / "v2"
+    _write(v2 / "pod" / "cpu.max", "250000 100000\n")
+    _write(v2 / "cpu.max", "max 100000\n")
+    assert cgroup_cpu_limit(v2, own="/pod") == 2.5  # the process's own group first
+    assert cgroup_cpu_limit(v2, own="/") is None  # "max": unlimited
+    assert cgroup_cpu_limit(v2, own="/elsewhere") is None  # no file there: the root's
+    v1 = tmp_path / "v1"
+    _write(v1 / "cpu" / "cpu.cfs_quota_us", "150000\n")
+    _write(v1 / "cpu" / "cpu.cfs_period_us", "100000\n")
+    assert cgroup_cpu_limit(v1, own="/") == 1.5
+    _write(v1 / "cpu" / "cpu.cfs_quota_us", "-1\n")
+    assert cgroup_cpu_limit(v1, own="/") is None
+    assert cgroup_cpu_limit(tmp_path / "none", own="/") is None
