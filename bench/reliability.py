@@ -331,15 +331,15 @@ class Suite:
         fifth = max(1, len(records) // 5)
         first, last = summary(records[:fifth]), summary(records[-fifth:])
         growth = growth_mb_per_min(rss.samples)
+        errors_at = error_times(records)  # s from the start, to set beside the steal
         self.results["soak"] = {"rate": rate, "seconds": self.args.soak_s, **summary(records),
                                 "first_fifth_p99_ms": first["ok_p99_ms"],
                                 "last_fifth_p99_ms": last["ok_p99_ms"],
                                 "rss_mb_start": rss.samples[0][1], "rss_mb_end": rss.samples[-1][1],
                                 "rss_growth_mb_per_min": growth, **rss.steal(),
                                 "steal_pct_per_30s": rss.steal_series(),
-                                # When the errors came (s from the start), to set beside steal.
-                                "error_times_s": error_times(records),
-                                "error_spells": error_spells(error_times(records), rss.cpu)}
+                                "error_times_s": errors_at,
+                                "error_spells": error_spells(errors_at, rss.cpu)}
         s = self.results["soak"]
         self.check("soak", "no errors", set(s["statuses"]) == {"200"}, s["statuses"])
         self.check("soak", "RSS does not grow", growth * self.args.soak_s / 120
@@ -358,10 +358,10 @@ class Suite:
         after = await rec.open_loop(self.args.recovery_fraction * capacity,
                                     self.args.overload_s)
         s, r = summary(over), summary(after)
+        errors_at = error_times(over, ok={"200", "429"})
         self.results["overload"] = {"rate": rate, **s, **sampler.steal(),
-                                    "error_times_s": error_times(over, ok={"200", "429"}),
-                                    "error_spells": error_spells(
-                                        error_times(over, ok={"200", "429"}), sampler.cpu),
+                                    "error_times_s": errors_at,
+                                    "error_spells": error_spells(errors_at, sampler.cpu),
                                     "recovery": r}
         self.check("overload", "only 200 and 429", set(s["statuses"]) <= {"200", "429"},
                    s["statuses"])
