@@ -54,11 +54,13 @@ def unwrap(model: nn.Module) -> MargiPose:
 
 
 def normalise_images(images: Tensor, model: MargiPose) -> Tensor:
-    """uint8 (B, 3, H, W) -> float32 normalised with the model's input mean/std (0..1 units)."""
+    """uint8 (B, 3, H, W) -> normalised with the model's input mean/std (0..1 units), in the
+    model's floating dtype (float32, or float64 for a model cast with .double())."""
     cfg = model.cfg
+    dtype = next(model.parameters()).dtype
     mean = torch.tensor(cfg.input_mean, device=images.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.input_std, device=images.device).view(1, 3, 1, 1) * 255
-    return (images.float() - mean) / std  # the same arithmetic as the exported model
+    return (images.to(dtype) - mean) / std  # the same arithmetic as the exported model
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.AbstractContextManager:

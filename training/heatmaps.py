@@ -12,6 +12,15 @@ from torch import Tensor
 _EPS = 1e-24
 
 
+def full_precision(t: Tensor) -> Tensor:
+    """`t` in float32, or float64 if it already is: half precisions are raised, doubles kept.
+
+    Softmax, soft-argmax and the JSD run in at least float32 (1e-24 underflows in half
+    precision); a float64 model (the tests' exact-arithmetic checks) stays in float64.
+    """
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def cell_centres(n: int, device: torch.device | None = None) -> Tensor:
     """Centres of n cells spanning [-1, 1]: (2j + 1) / n - 1."""
     return (torch.arange(n, device=device, dtype=torch.float32) * 2 + 1) / n - 1
@@ -20,7 +29,7 @@ def cell_centres(n: int, device: torch.device | None = None) -> Tensor:
 def flat_softmax(logits: Tensor) -> Tensor:
     """Softmax jointly over all H x W cells of each (batch, joint) map. (B, J, H, W)."""
     b, j, h, w = logits.shape
-    return F.softmax(logits.float().reshape(b, j, h * w), dim=-1).reshape(b, j, h, w)
+    return F.softmax(full_precision(logits).reshape(b, j, h * w), dim=-1).reshape(b, j, h, w)
 
 
 def _marginals(heatmaps: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,8 +88,8 @@ def gaussian_heatmaps(mu: Tensor, size: int, sigma: float = 1.0) -> Tensor:
     """
     grid = cell_centres(size, mu.device)
     std = 2.0 * sigma / size  # one cell in normalised units
-    gx = torch.exp(-0.5 * ((grid - mu[..., 0:1].float()) / std) ** 2)  # (B, J, W)
-    gy = torch.exp(-0.5 * ((grid - mu[..., 1:2].float()) / std) ** 2)  # (B, J, H)
+    gx = torch.exp(-0.5 * ((grid - full_precision(mu[..., 0:1])) / std) ** 2)  # (B, J, W)
+    gy = torch.exp(-0.5 * ((grid - full_precision(mu[..., 1:2])) / std) ** 2)  # (B, J, H)
     g = gy.unsqueeze(-1) * gx.unsqueeze(-2)
     return g / (g.sum(dim=(-2, -1), keepdim=True) + _EPS)
 
@@ -90,7 +99,8 @@ def _kl(p: Tensor, q: Tensor) -> Tensor:
 
 
 def js_divergence(p: Tensor, q: Tensor) -> Tensor:
-    """Jensen-Shannon divergence (natural log) between maps (B, J, H, W) -> (B, J), in float32."""
-    p, q = p.float(), q.float()
+    """Jensen-Shannon divergence (natural log) between maps (B, J, H, W) -> (B, J), in float32
+    (float64 for float64 maps)."""
+    p, q = full_precision(p), full_precision(q)
     m = 0.5 * (p + q)
     return 0.5 * _kl(p, m) + 0.5 * _kl(q, m)

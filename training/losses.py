@@ -20,7 +20,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from training.heatmaps import coords_from_marginals, gaussian_heatmaps, js_divergence
+from training.heatmaps import (
+    coords_from_marginals,
+    full_precision,
+    gaussian_heatmaps,
+    js_divergence,
+)
 
 # Standard deviation of the Gaussian JSD targets, in heatmap cells (the paper's choice).
 TARGET_SIGMA = 1.0
@@ -71,16 +76,17 @@ def margipose_loss(
     mask: (B, J) weights of the (sample, joint) pairs; 0 excludes a pair.
     use_jsd: False drops the JSD regulariser (the reference's ablation).
 
-    Everything is computed in float32 (JSD's 1e-24 eps underflows in half precision). The
-    components are "jsd" and "euclidean" (summed over stages, masked means, so they add up to
-    the loss) and "stage{i}" (each stage's total).
+    Everything is computed in float32 (JSD's 1e-24 eps underflows in half precision), or in
+    float64 for float64 maps. The components are "jsd" and "euclidean" (summed over stages,
+    masked means, so they add up to the loss) and "stage{i}" (each stage's total).
     """
     _check_inputs(stages, target, has_depth, mask)
-    mask = mask.float()
+    dtype = torch.promote_types(stages[0][0].dtype, torch.float32)  # float32 or float64
+    mask = mask.to(dtype)
     depth = (has_depth != 0).unsqueeze(-1)  # (B, 1), broadcasts over joints
     # Zero the targets the loss never uses (excluded joints, z of 2D samples) so NaN or junk
     # placeholders there cannot leak NaN into the gradients through the unselected branches.
-    target = torch.where(mask.unsqueeze(-1) != 0, target.detach().float(), 0.0)  # (B, J, 3)
+    target = torch.where(mask.unsqueeze(-1) != 0, target.detach().to(dtype), 0.0)  # (B, J, 3)
     x, y, z = target.unbind(-1)  # each (B, J)
     z = torch.where(depth, z, 0.0)
     target = torch.stack([x, y, z], dim=-1)
@@ -97,7 +103,7 @@ def margipose_loss(
     euc_total = target.new_zeros(target.shape[:2])
     stage_totals: list[Tensor] = []
     for xy, zy, xz in stages:
-        xy, zy, xz = xy.float(), zy.float(), xz.float()
+        xy, zy, xz = full_precision(xy), full_precision(zy), full_precision(xz)
         # Each stage is scored on its own coordinates (see the module docstring's history).
         coords = coords_from_marginals(xy, zy, xz)  # (B, J, 3)
         diff = coords - target

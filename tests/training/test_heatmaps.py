@@ -74,6 +74,17 @@ def test_flat_softmax_is_float32_for_half_logits() -> None:
     assert torch.isfinite(hm).all()
 
 
+def test_float64_maps_stay_float64() -> None:
+    # The exact-arithmetic checks of the training step run a float64 model end to end.
+    logits = torch.randn(1, 2, N, N, dtype=torch.float64)
+    hm = flat_softmax(logits)
+    assert hm.dtype == torch.float64
+    assert js_divergence(hm, hm.flip(-1)).dtype == torch.float64
+    mu = torch.zeros(1, 2, 2, dtype=torch.float64)
+    assert gaussian_heatmaps(mu, N).dtype == torch.float64
+    assert float((hm.sum(dim=(-2, -1)) - 1).abs().max()) < 1e-12
+
+
 @pytest.mark.parametrize(("row", "col"), [(0, 0), (5, 20), (31, 7), (31, 31)])
 def test_soft_argmax_of_one_hot_is_cell_centre(row: int, col: int) -> None:
     xy = soft_argmax(_one_hot(row, col))[0, 0]

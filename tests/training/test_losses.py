@@ -198,6 +198,24 @@ def test_half_precision_maps_are_scored_in_float32() -> None:
     assert parts["jsd"].item() < 1e-2
 
 
+def test_float64_maps_are_scored_in_float64_with_exact_gradients() -> None:
+    # In float64 the analytic gradient can be checked against finite differences: the loss
+    # (soft-argmax distances and JSD, masked mean over a 3D and a 2D sample) is smooth in the
+    # logits. Small maps keep the check quick.
+    g = torch.Generator().manual_seed(13)
+    b, j, n = 2, 3, 8
+    target = (torch.rand(b, j, 3, generator=g, dtype=torch.float64) * 2 - 1) * 0.7
+    has_depth, mask = torch.tensor([1.0, 0.0]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    logits = [torch.randn(b, j, n, n, generator=g, dtype=torch.float64).requires_grad_()
+              for _ in range(3)]
+
+    def loss_of(*lg: Tensor) -> Tensor:
+        return margipose_loss([tuple(flat_softmax(x) for x in lg)], target, has_depth, mask)[0]
+
+    assert loss_of(*logits).dtype == torch.float64
+    assert torch.autograd.gradcheck(loss_of, tuple(logits), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
