@@ -1,10 +1,19 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.cpu_dispatch import DISPATCH_VARIABLES, onednn_isa
 from training.export import calibrate_batchnorm, export
 from training.model import ModelConfig, build_model
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Name the CPU kernels this run dispatches to: float32 results differ between them."""
+    settings = [f"{k}={os.environ[k]}" for k in DISPATCH_VARIABLES if k in os.environ]
+    return [f"cpu dispatch: aten {torch.backends.cpu.get_cpu_capability()}, "
+            f"onednn {onednn_isa()}; {' '.join(settings) or 'no dispatch variables set'}"]
 
 
 @pytest.fixture(autouse=True)
