@@ -1,6 +1,7 @@
 """GrpcClient and AsyncGrpcClient against the real gateway, compared with REST."""
 
 import asyncio
+import socket
 
 import numpy as np
 import pytest
@@ -87,8 +88,26 @@ def test_unreachable_and_deadline(grpc_client):
     with GrpcClient(target) as client, pytest.raises(Unreachable) as caught:
         client.model()
     assert str(caught.value).startswith(f"cannot reach {target} GetModel: ")
-    with pytest.raises(CallTimeout, match=r"Predict did not answer within 1e-06 s"):
+    # A server that accepts connections and never answers: the client's own deadline passes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        target = f"127.0.0.1:{silent.getsockname()[1]}"
+        with GrpcClient(target) as client, pytest.raises(
+                CallTimeout, match=rf"^{target} Predict did not answer within 0.5 s$"):
+            client.predict(jpeg_bytes(), timeout=0.5)
+    # The real gateway with a 1 us deadline: a race between the client's deadline and the
+    # gateway's own check of the deadline it was sent (when the request gets there first, on a
+    # slow or busy machine). Both are timeouts, told apart by who saw the deadline pass.
+    try:
         grpc_client.predict(jpeg_bytes(), timeout=1e-6)
+    except CallTimeout as e:
+        assert str(e) == f"{grpc_client.target} Predict did not answer within 1e-06 s"
+    except ApiError as e:
+        assert e.code == "DEADLINE_EXCEEDED" and e.request_id
+        assert e.message.startswith("The request deadline passed before")
+    else:
+        pytest.fail("a 1 us deadline was met")
 
 
 def test_async_client_does_the_same(server, grpc_client):

@@ -59,16 +59,41 @@ def test_export_round_trip_matches_contract(tmp_path):
     assert 'platform: "pytorch_libtorch"' in text and "max_batch_size: 32" in text
 
 
+class _Recorder(torch.nn.Module):
+    """The model, keeping the inputs it was given."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.cfg, self.inputs = model, model.cfg, []
+
+    def forward(self, x: torch.Tensor):
+        self.inputs.append(x)
+        return self.model(x)
+
+
 def test_serving_model_normalises_like_the_config():
+    # The served float32 arithmetic, (x - 255 mean) / (255 std), against the config's
+    # (x / 255 - mean) / std in float64. Subtraction and division are correctly rounded on
+    # every CPU, vectorised or not, so the gap is float32 rounding alone: of the two constants
+    # and of two operations, a few ulps of |input| <= 2.7: below 4 * 2.7 * 2**-24 = 6.4e-7.
     model = _tiny_model().eval()
-    serving = ServingModel(model).eval()
-    images = torch.randint(0, 256, (1, *INPUT.dims), dtype=torch.uint8)
-    mean = torch.tensor(model.cfg.input_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.cfg.input_std).view(1, 3, 1, 1)
+    recorder = _Recorder(model)
+    serving = ServingModel(recorder).eval()
+    images = torch.randint(0, 256, (2, *INPUT.dims), dtype=torch.uint8)
+    images[0, :, 0, :] = torch.arange(256, dtype=torch.uint8)  # every value in every channel
     with torch.inference_mode():
-        want = model((images.float() / 255 - mean) / std)[0]
-        got = serving(images)[0]
-    assert torch.allclose(got, want, atol=1e-5)
+        coords = serving(images)[0]
+        direct = model(recorder.inputs[0])[0]
+    got = recorder.inputs[0]
+    assert got.dtype == torch.float32
+    mean = torch.tensor(model.cfg.input_mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(model.cfg.input_std, dtype=torch.float64).view(1, 3, 1, 1)
+    want = (images.double() / 255 - mean) / std
+    assert float(want.abs().max()) < 2.7
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=6.4e-7)
+    swapped = (images.double() / 255 - mean.flip(1)) / std.flip(1)
+    assert float((got.double() - swapped).abs().max()) > 0.1  # a wrong normalisation shows
+    assert torch.equal(coords, direct)  # and the served model is given exactly that input
 
 
 def test_render_config_rejects_inconsistent_batching():
