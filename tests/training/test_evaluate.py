@@ -1,5 +1,6 @@
 """Tests for the evaluation protocols: oracles, ten-crop, known errors, grouping and the CLI."""
 
+import copy
 import json
 import math
 from collections.abc import Callable
@@ -275,15 +276,21 @@ def test_worker_processes_give_the_same_predictions():
 
 def test_model_predictor_feeds_the_model_its_normalised_crop(tiny_model):
     jobs = crop_jobs(0, _sample(0), crop_params(True)[:3])
-    got = model_predictor(ServingModel(tiny_model), "cpu")(jobs)
-    # Independently: HWC uint8 -> CHW floats in 0..1 -> the model's input normalisation.
-    images = torch.tensor(np.stack([j.image for j in jobs]), dtype=torch.float32) / 255
-    mean = torch.tensor(tiny_model.cfg.input_mean).view(1, 3, 1, 1)
-    std = torch.tensor(tiny_model.cfg.input_std).view(1, 3, 1, 1)
+    # In float64: the served normalisation, (x - 255 mean) / (255 std), and the one below are
+    # equal in exact arithmetic, and float64 keeps the network from amplifying their float32
+    # rounding into differences that depend on the CPU's kernels.
+    model = copy.deepcopy(tiny_model).double()
+    serving = ServingModel(model)
+    got = model_predictor(serving, "cpu")(jobs)
+    # Independently: HWC uint8 -> CHW floats in 0..1 -> the model's input normalisation, with
+    # the served constants (the config's mean and std rounded to float32 after scaling by 255).
+    images = torch.tensor(np.stack([j.image for j in jobs]), dtype=torch.float64) / 255
+    mean, std = serving.mean / 255, serving.std / 255
+    assert torch.allclose(mean.flatten(), torch.tensor(tiny_model.cfg.input_mean).double())
     with torch.no_grad():
-        want, _ = tiny_model((images.permute(0, 3, 1, 2) - mean) / std)
+        want, _ = model((images.permute(0, 3, 1, 2) - mean) / std)
     assert got.shape == (3, 17, 3) and got.dtype == np.float64
-    np.testing.assert_allclose(got, want.double().numpy(), atol=1e-4)  # export parity
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-9)
 
 
 def test_2d_only_sources_are_refused():
@@ -363,8 +370,14 @@ def test_cli_torchscript_matches_the_checkpoint(tmp_path, tiny_model):
                                       "count"}
     assert set(script["groups"]) == {"sequence", "activity"}
     assert list(script["groups"]["activity"]) == ["Sitting"]
-    for key, value in eager["overall"].items():
-        assert script["overall"][key] == pytest.approx(value, rel=1e-3, abs=1e-3), key
+    # TorchScript folds BatchNorm into the convolutions, which moves float32 outputs by ~1e-5
+    # of the crop (~0.01 mm here), by CPU-dependent amounts: mean errors agree closely, and a
+    # joint lying that close to a PCK/AUC threshold may flip, one joint of the 17 at most.
+    assert script["overall"]["count"] == eager["overall"]["count"] == 1
+    for key in ("mpjpe", "pa_mpjpe"):
+        assert script["overall"][key] == pytest.approx(eager["overall"][key], rel=1e-3), key
+    for key in ("pck", "auc", "pa_pck", "pa_auc"):
+        assert abs(script["overall"][key] - eager["overall"][key]) <= 1 / 17 + 1e-9, key
 
 
 def test_the_registry_needs_a_data_root(tmp_path):

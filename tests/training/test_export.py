@@ -1,3 +1,4 @@
+import copy
 import json
 import re
 
@@ -6,7 +7,19 @@ import torch
 
 from posecontract.layout import INPUT, OUTPUTS
 from posecontract.triton import ServingOptions, render_config
-from training.export import CARD_FILE, ServingModel, calibrate_batchnorm, export, main
+from training.export import (
+    CARD_FILE,
+    PARITY_TOLERANCE_F64,
+    ROUNDING_FACTOR,
+    ROUNDING_FLOOR,
+    Parity,
+    ServingModel,
+    calibrate_batchnorm,
+    export,
+    main,
+    script_and_check,
+    to_torchscript,
+)
 from training.heatmaps import coord_spread
 from training.model import ModelConfig, build_model
 
@@ -28,7 +41,11 @@ def test_export_round_trip_matches_contract(tmp_path):
     model = _tiny_model()
     result = export(model, tmp_path, "tiny", version=3, card_extra={"source": "test"})
     assert result.model_path == tmp_path / "tiny" / "3" / "model.pt"
-    assert result.max_abs_diff < 1e-4
+    assert result.parity.problem() is None and result.parity.float64 < 1e-9
+    assert result.max_abs_diff == result.parity.float32 > 0  # float32 folding does round
+    exact = ServingModel(copy.deepcopy(model).double()).eval()
+    # The served float32 outputs stay within the export's bound of the float64 function.
+    bound = max(ROUNDING_FACTOR * result.parity.eager_rounding, ROUNDING_FLOOR)
 
     files = {CARD_FILE: ""}
     scripted = torch.jit.load(str(result.model_path), _extra_files=files)
@@ -40,12 +57,12 @@ def test_export_round_trip_matches_contract(tmp_path):
         images = torch.randint(0, 256, (batch, *INPUT.dims), dtype=torch.uint8)
         with torch.inference_mode():
             outputs = scripted(images)
-            eager = ServingModel(model)(images)
+            want64 = exact(images)
         assert len(outputs) == len(OUTPUTS)
-        for spec, got, want in zip(OUTPUTS, outputs, eager, strict=True):
+        for spec, got, want in zip(OUTPUTS, outputs, want64, strict=True):
             assert tuple(got.shape) == (batch, *spec.dims), spec.key
             assert got.dtype == torch.float32
-            assert (got - want).abs().max() < 1e-4, spec.key
+            assert float((got.double() - want).abs().max()) <= bound, spec.key
         coords, std, xy, zy, xz = outputs
         assert torch.allclose(std, coord_spread(xy, zy, xz))
 
@@ -99,6 +116,50 @@ def test_serving_model_normalises_like_the_config():
 def test_render_config_rejects_inconsistent_batching():
     with pytest.raises(ValueError, match="exceed max_batch_size 4"):
         render_config("m", ServingOptions(max_batch_size=4))
+
+
+class _RoundedOutputs(torch.nn.Module):
+    """A serving wrapper that rounds its outputs through float16: a graph that lost precision.
+
+    With `float32_only` a float64 model is left exact, as a float32-specific fault would be.
+    """
+
+    def __init__(self, model: torch.nn.Module, float32_only: bool) -> None:
+        super().__init__()
+        self.inner, self.float32_only = ServingModel(model), float32_only
+
+    def forward(self, image: torch.Tensor):
+        c, s, xy, zy, xz = self.inner(image)
+        if self.float32_only and c.dtype != torch.float32:
+            return c, s, xy, zy, xz
+        return (c.half().to(c.dtype), s.half().to(s.dtype), xy.half().to(xy.dtype),
+                zy.half().to(zy.dtype), xz.half().to(xz.dtype))
+
+
+def _rounded(float32_only: bool):
+    return lambda m: torch.jit.freeze(torch.jit.script(_RoundedOutputs(m, float32_only).eval()))
+
+
+def test_parity_tells_rounding_from_a_lost_or_changed_function():
+    model = _tiny_model().eval()
+    _, good = script_and_check(model)
+    assert good.problem() is None
+    assert good.float64 < 1e-9 < good.eager_rounding < 1e-3  # float32 rounds, float64 hardly
+    _, lossy = script_and_check(model, _rounded(float32_only=True))
+    assert lossy.float64 < 1e-9
+    assert "the float32 graph lost precision" in lossy.problem()
+    _, changed = script_and_check(model, _rounded(float32_only=False))
+    assert changed.float64 > PARITY_TOLERANCE_F64
+    assert "scripting or freezing changed the function" in changed.problem()
+    other = build_model(model.cfg, pretrained=False)  # other weights: another function
+    calibrate_batchnorm(other, batches=1, batch_size=2)
+    _, wrong = script_and_check(model, lambda m: to_torchscript(other if m is model else
+                                                               copy.deepcopy(other).double()))
+    assert "changed the function" in wrong.problem()
+    # The bound itself: ROUNDING_FACTOR x eager's error, or the floor.
+    assert Parity(1e-4, 1e-14, 1e-5, 9.9e-5).problem() is None
+    assert "lost precision" in Parity(1e-4, 1e-14, 1e-5, 1.01e-4).problem()
+    assert Parity(1e-6, 1e-14, 1e-9, 0.99e-6).problem() is None
 
 
 @pytest.mark.slow
