@@ -214,6 +214,7 @@ def _ddp_rank(rank: int, world: int, port: int, argv: list[str]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank), GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)  # as the single process below: see the test
     VARIANTS[TINY] = _tiny_config
     main(get_args_parser().parse_args(argv), dataset_factory)
 
@@ -226,21 +227,26 @@ def test_two_gloo_ranks_match_one_process_on_the_same_global_batch(tmp_path: Pat
     # of the labelled joints; that is what the two ranks must match. The batch mixes 3D and 2D
     # examples with unlabelled joints, so the chunks have different weights.
     #
-    # Both sides run one thread per process: the thread count changes the rounding of the
-    # convolutions (~1e-7 relative), and this untrained tiny model's nearly one-hot heatmaps
-    # amplify such differences to ~1e-3 within two steps. At equal thread counts the only
-    # difference is the order of summation (gradient all-reduce and its mean over 2 ranks vs
-    # accumulation), so the trajectories agree to float32 rounding; we allow 1e-4 relative.
+    # The two are equal in exact arithmetic; they differ in the order of summation (gradient
+    # all-reduce and its mean over 2 ranks vs accumulation) and, in float32, in rounding that
+    # depends on the CPU's kernels and thread count (~1e-7 relative), which this untrained tiny
+    # model's nearly one-hot heatmaps amplify to ~1e-3 within two steps. So both sides train in
+    # float64 (the default dtype: the model is built in it and the whole step follows), where
+    # those differences stay near 1e-12, and one thread each.
     common = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "4", "--lr-max", "0.3",
               "--val", "figures-val"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     torch.set_num_threads(1)  # the conftest fixture sets it back for the next test
-    _run([*_argv(single), *common, "--accum-steps", "2"])
+    torch.set_default_dtype(torch.float64)
+    try:
+        _run([*_argv(single), *common, "--accum-steps", "2"])
+    finally:
+        torch.set_default_dtype(torch.float32)
     mp.spawn(_ddp_rank, args=(2, _free_port(), [*_argv(ddp), *common]), nprocs=2, join=True)
     one, two = _metrics(single)["train/loss"], _metrics(ddp)["train/loss"]
     assert sorted(two) == [1, 2, 3]
     for step in (1, 2, 3):
-        assert two[step] == pytest.approx(one[step], rel=1e-4)
+        assert two[step] == pytest.approx(one[step], rel=1e-9)
     assert one[3] != one[1]  # the weights did move
     # Validation ran sharded over the two ranks and was summed back together.
     assert np.isfinite(_metrics(ddp)["val/mpjpe_mm"][3])
@@ -248,7 +254,8 @@ def test_two_gloo_ranks_match_one_process_on_the_same_global_batch(tmp_path: Pat
     b = torch.load(ddp / "last.pt", weights_only=True)["state_dict"]
     for key, value in a.items():
         if "running" not in key and "num_batches" not in key:  # parameters, not BN statistics
-            torch.testing.assert_close(b[key], value, rtol=1e-4, atol=1e-6, msg=key)
+            assert value.dtype == b[key].dtype == torch.float64, key
+            torch.testing.assert_close(b[key], value, rtol=1e-9, atol=1e-12, msg=key)
 
 
 def test_freeze_keeps_the_stride8_trunk_and_its_statistics_fixed(tmp_path: Path) -> None:
