@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cpu_dispatch import DISPATCH_VARIABLES, onednn_isa
+from tests.cpu_dispatch import DISPATCH_VARIABLES, numpy_simd, onednn_isa
 from training.export import calibrate_batchnorm, export
 from training.model import ModelConfig, build_model
 
@@ -13,7 +13,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     """Name the CPU kernels this run dispatches to: float32 results differ between them."""
     settings = [f"{k}={os.environ[k]}" for k in DISPATCH_VARIABLES if k in os.environ]
     return [f"cpu dispatch: aten {torch.backends.cpu.get_cpu_capability()}, "
-            f"onednn {onednn_isa()}; {' '.join(settings) or 'no dispatch variables set'}"]
+            f"onednn {onednn_isa()}, numpy {numpy_simd()}; "
+            f"{' '.join(settings) or 'no dispatch variables set'}"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,9 @@
 """Which CPU kernels torch runs: float32 results differ between them (README, Development).
 
 PyTorch dispatches at run time: ATen's vectorised kernels by ATEN_CPU_CAPABILITY (default,
-avx2, avx512), oneDNN's convolutions by ONEDNN_MAX_CPU_ISA, MKL's GEMM by MKL_CBWR. Each is
-read once, when the library first runs, so they are set for a whole process
+avx2, avx512), oneDNN's convolutions by ONEDNN_MAX_CPU_ISA, MKL's GEMM by MKL_CBWR; so does
+numpy (NPY_DISABLE_CPU_FEATURES turns targets off) and its OpenBLAS (OPENBLAS_CORETYPE). Each is
+read once, when the library loads or first runs, so they are set for a whole process
 (`scripts/test_dispatch.sh`).
 """
 
@@ -12,7 +13,15 @@ import tempfile
 import torch
 
 DISPATCH_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR",
-                      "MKL_ENABLE_INSTRUCTIONS")
+                      "MKL_ENABLE_INSTRUCTIONS", "NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE")
+
+
+def numpy_simd() -> str:
+    """The SIMD targets numpy's dispatched loops may use here, or its baseline alone."""
+    from numpy._core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__, __cpu_features__
+
+    enabled = [t for t in __cpu_dispatch__ if __cpu_features__.get(t)]
+    return " ".join(enabled) if enabled else f"baseline {' '.join(__cpu_baseline__)}"
 
 
 def onednn_isa() -> str:
