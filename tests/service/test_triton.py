@@ -48,9 +48,14 @@ QUEUE_MODEL = "tiny-pose-q1"
 QUEUE_OPTIONS = ServingOptions(max_batch_size=4, preferred_batch_sizes=(4,),
                                max_queue_delay_us=1_000_000, max_queue_size=1,
                                warmup_batch_sizes=(1,))
+# Triton vs embedded run the same TorchScript with the same torch, one intra-op thread each,
+# on the same batches: the same kernels (their raw outputs agreed bit for bit on our machine).
+# The thread count and the batch split alone move this untrained model's float32 outputs by up
+# to 3e-5 (measured under four ATen/oneDNN dispatch settings), so they are held equal rather
+# than the tolerances widened.
 COORD_TOLERANCE = 1e-4  # normalised coordinates (crop half-width = 1), Triton vs embedded
 BOX_TOLERANCE_PX = 0.01  # the auto-crop box (pixels), from pass 1's coordinates
-OUTPUT_TOLERANCE = 1e-5  # raw outputs, same TorchScript and torch on both sides
+OUTPUT_TOLERANCE = 1e-5  # raw outputs
 COUNTERS = ("nv_inference_count", "nv_inference_exec_count")  # Triton's items, executions
 TORCH_DTYPES = {torch.float32: "TYPE_FP32", torch.uint8: "TYPE_UINT8"}
 
@@ -158,7 +163,9 @@ def test_predictions_equal_the_embedded_backend(triton, model_repository):
     settings = gateway_settings(triton)
 
     async def compare() -> None:
-        local = PoseService(settings, LocalBackend(model_repository, MODEL_NAME))
+        # One thread, as the twin runs (INTRA_OP_THREAD_COUNT 1): by default the embedded
+        # backend takes one fewer than the CPUs, 2 on a 4-core machine.
+        local = PoseService(settings, LocalBackend(model_repository, MODEL_NAME, threads=1))
         remote = PoseService(settings, TritonBackend(triton.grpc_url, MODEL_NAME))
         await local.start()
         await remote.start()
