@@ -135,9 +135,10 @@ def train_step(
     counts = torch.stack([m.float().sum() for *_, m in chunks])  # (accum_steps,)
     total = _all_reduce_sum(counts.sum().clone()).clamp(min=1)
     optimiser.zero_grad(set_to_none=True)
-    # loss, jsd, euclidean (global means once reduced); float64 so that a float64 model's
-    # loss is reported unrounded
-    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    # loss, jsd, euclidean (global means once reduced), in the loss's dtype: float32, or
+    # float64 for a float64 model, whose loss is then reported unrounded
+    dtype = torch.promote_types(next(inner.parameters()).dtype, torch.float32)
+    sums = torch.zeros(3, device=device, dtype=dtype)
     coords = target
     for k, (x, t, d, m) in enumerate(chunks):
         last = k == len(chunks) - 1
