@@ -105,7 +105,7 @@ def test_unreachable_and_deadline(grpc_client):
         assert str(e) == f"{grpc_client.target} Predict did not answer within 1e-06 s"
     except ApiError as e:
         assert e.code == "DEADLINE_EXCEEDED" and e.request_id
-        assert e.message.startswith("The request deadline passed before")
+        assert e.message.startswith("The request deadline passed ")  # before or while cropping
     else:
         pytest.fail("a 1 us deadline was met")
 
