@@ -86,11 +86,10 @@ def test_gradient_accumulation_equals_one_pass_over_the_batch(batch: dict) -> No
     r2 = train_step(two, batch, _sgd(two), DEVICE, accum_steps=2)
     assert r1.coords.dtype == torch.float64  # the whole step ran in float64
     assert r2.loss == pytest.approx(r1.loss, rel=1e-12)
-    moved = 0.0
     for (name, a), b in zip(one.named_parameters(), two.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
-    for a, b in zip(one.parameters(), _tiny(2).parameters(), strict=True):
-        moved = max(moved, float((a.detach() - b.detach().double()).abs().max()))
+    moved = max(float((a.detach() - b.detach().double()).abs().max())
+                for a, b in zip(one.parameters(), _tiny(2).parameters(), strict=True))
     assert moved > 1e-3  # the step did change the weights, by far more than the tolerance
     with pytest.raises(ValueError, match="does not split into 3"):
         train_step(one, batch, _sgd(one), DEVICE, accum_steps=3)
