@@ -4,6 +4,10 @@ Per stage and per (sample, joint):
 
 - 3D samples: JSD(xy, N(x, y)) + JSD(zy, N(z, y)) + JSD(xz, N(x, z)) + ||(x, y, z)_stage - t||
 - 2D samples: JSD(xy, N(x, y)) + ||(x, y)_stage - t_xy||; zy and xz get no loss at all.
+- samples of depth weight w in (0, 1) (a teacher's depth, `depth_weights`): the 2D loss plus w
+  times the depth part, i.e. (1 - w) x 2D loss + w x 3D loss per joint, so the loss and its
+  gradient are linear in w: JSD(xy) + w (JSD(zy) + JSD(xz)) + ||.||_xy + w (||.||_xyz - ||.||_xy).
+  Weights 0 and 1 take the 2D and 3D branches themselves (bit-identical to a bool has_depth).
 
 N(.) is a grid-normalised Gaussian with sigma = 1 heatmap cell and the Euclidean term is the
 unsquared L2 norm in normalised units. Terms are summed over stages with weight 1, then reduced
@@ -29,6 +33,9 @@ from training.heatmaps import (
 
 # Standard deviation of the Gaussian JSD targets, in heatmap cells (the paper's choice).
 TARGET_SIGMA = 1.0
+# Depth weight of samples whose depth is a teacher's estimate (BlazePose heavy's world
+# landmarks, ~80-110 mm MPJPE; ground truth weighs 1). `margipose-train --teacher-depth-weight`.
+DEFAULT_TEACHER_DEPTH_WEIGHT = 0.5
 
 Stage = tuple[Tensor, Tensor, Tensor]
 
@@ -55,6 +62,18 @@ def _check_inputs(stages: Sequence[Stage], target: Tensor, has_depth: Tensor, ma
                 )
 
 
+def depth_weights(has_depth: Tensor, teacher_depth: Tensor, teacher_weight: float) -> Tensor:
+    """Per-sample depth weights (B,) float32: 1 for ground-truth depth, `teacher_weight` for a
+    teacher's depth, 0 for 2D-only samples (the loss's `has_depth` argument)."""
+    if not 0.0 <= teacher_weight <= 1.0:
+        raise ValueError(f"The teacher depth weight must be in [0, 1] (ground truth weighs 1), "
+                         f"got {teacher_weight}")
+    if bool(((has_depth != 0) & teacher_depth).any()):
+        raise ValueError("A sample has both ground-truth and teacher depth")
+    weight = has_depth.to(torch.float32)
+    return torch.where(teacher_depth, torch.full_like(weight, teacher_weight), weight)
+
+
 def _masked_mean(per_joint: Tensor, mask: Tensor) -> Tensor:
     """Mean of a (B, J) tensor over valid pairs: sum(loss * mask) / max(sum(mask), 1)."""
     return (per_joint * mask).sum() / mask.sum().clamp(min=1)
@@ -72,7 +91,8 @@ def margipose_loss(
 
     stages: per-stage (xy, zy, xz) softmaxed maps, each (B, J, n, n), as the model returns them.
     target: normalised (x, y, z) per joint, (B, J, 3); z is ignored for 2D-only samples.
-    has_depth: (B,) bool or 0/1 float; nonzero marks a 3D sample, zero a 2D-only sample.
+    has_depth: (B,) bool, or float depth weights in [0, 1] (`depth_weights`): 1 (True) a 3D
+        sample, 0 (False) a 2D-only sample, w in between the 2D loss plus w x the depth part.
     mask: (B, J) weights of the (sample, joint) pairs; 0 excludes a pair.
     use_jsd: False drops the JSD regulariser (the reference's ablation).
 
@@ -84,6 +104,8 @@ def margipose_loss(
     dtype = torch.promote_types(stages[0][0].dtype, torch.float32)  # float32 or float64
     mask = mask.to(dtype)
     depth = (has_depth != 0).unsqueeze(-1)  # (B, 1), broadcasts over joints
+    weight = has_depth.to(dtype).unsqueeze(-1)  # (B, 1)
+    partial = depth & (weight != 1)  # blended samples (teacher depth)
     # Zero the targets the loss never uses (excluded joints, z of 2D samples) so NaN or junk
     # placeholders there cannot leak NaN into the gradients through the unselected branches.
     target = torch.where(mask.unsqueeze(-1) != 0, target.detach().to(dtype), 0.0)  # (B, J, 3)
@@ -107,16 +129,16 @@ def margipose_loss(
         # Each stage is scored on its own coordinates (see the module docstring's history).
         coords = coords_from_marginals(xy, zy, xz)  # (B, J, 3)
         diff = coords - target
-        euc = torch.where(
-            depth,
-            torch.linalg.vector_norm(diff, dim=-1),
-            torch.linalg.vector_norm(diff[..., :2], dim=-1),
-        )  # (B, J); torch.where sends no gradient (so no z signal) down the unpicked branch
+        euc_xyz = torch.linalg.vector_norm(diff, dim=-1)
+        euc_xy = torch.linalg.vector_norm(diff[..., :2], dim=-1)
+        # (B, J); torch.where sends no gradient (so no z signal) down the unpicked branch
+        euc = torch.where(depth, euc_xyz, euc_xy)
+        euc = torch.where(partial, euc_xy + weight * (euc_xyz - euc_xy), euc)
         if use_jsd:
             jsd_xy = js_divergence(xy, gauss_xy)
-            jsd = torch.where(
-                depth, jsd_xy + js_divergence(zy, gauss_zy) + js_divergence(xz, gauss_xz), jsd_xy
-            )
+            jsd_zy, jsd_xz = js_divergence(zy, gauss_zy), js_divergence(xz, gauss_xz)
+            jsd = torch.where(depth, jsd_xy + jsd_zy + jsd_xz, jsd_xy)
+            jsd = torch.where(partial, jsd_xy + weight * (jsd_zy + jsd_xz), jsd)
         else:
             jsd = torch.zeros_like(euc)
         jsd_total = jsd_total + jsd

@@ -13,7 +13,7 @@ from training.heatmaps import (
     js_divergence,
     soft_argmax,
 )
-from training.losses import margipose_loss
+from training.losses import depth_weights, margipose_loss
 
 B, J, N = 3, 5, 32
 
@@ -236,3 +236,68 @@ def test_bad_inputs_name_the_problem(kwargs: dict, match: str) -> None:
     } | kwargs
     with pytest.raises(ValueError, match=match):
         margipose_loss(**args)
+
+
+def _loss_and_grads(weights: Tensor, seed: int = 3) -> tuple[Tensor, list[Tensor]]:
+    """float64 loss over two stages of leaf logits, and its gradients wrt the logits."""
+    g = torch.Generator().manual_seed(seed)
+    logits = [torch.randn(B, J, N, N, generator=g, dtype=torch.float64).requires_grad_()
+              for _ in range(6)]
+    stages = [tuple(flat_softmax(lg) for lg in logits[:3]),
+              tuple(flat_softmax(lg) for lg in logits[3:])]
+    mask = torch.ones(B, J, dtype=torch.float64)
+    mask[1, 2] = 0
+    loss, _ = margipose_loss(stages, _targets(5).double(), weights, mask)
+    return loss.detach(), list(torch.autograd.grad(loss, logits))
+
+
+def test_depth_weights_zero_and_one_are_the_2d_and_3d_losses_bit_for_bit() -> None:
+    has_depth = torch.tensor([True, False, True])
+    loss_bool, grads_bool = _loss_and_grads(has_depth)
+    loss_weight, grads_weight = _loss_and_grads(has_depth.float())
+    assert torch.equal(loss_bool, loss_weight)
+    assert all(torch.equal(a, b) for a, b in zip(grads_bool, grads_weight, strict=True))
+
+
+@pytest.mark.parametrize("w", [0.25, 0.5, 0.8])
+def test_a_depth_weight_scales_the_depth_term(w: float) -> None:
+    # The depth term is the 3D loss minus the 2D loss: the weight-w loss and its gradients are
+    # 2D + w (3D - 2D). float64: the three sums round differently, ~1e-16 relative.
+    loss_2d, grads_2d = _loss_and_grads(torch.zeros(B))
+    loss_3d, grads_3d = _loss_and_grads(torch.ones(B))
+    loss_w, grads_w = _loss_and_grads(torch.full((B,), w, dtype=torch.float64))
+    assert loss_3d > loss_2d  # the depth term is there to scale
+    assert float(loss_w) == pytest.approx(float(loss_2d + w * (loss_3d - loss_2d)), rel=1e-12)
+    for a, b, c in zip(grads_w, grads_2d, grads_3d, strict=True):
+        torch.testing.assert_close(a, b + w * (c - b), rtol=0, atol=1e-15)
+
+
+def test_a_weighted_sample_leaves_the_others_alone() -> None:
+    # Sample 2 at weight 0.5 beside a 3D and a 2D sample: the batch loss is the mean of the
+    # per-sample losses (all joints valid), and only sample 2's moves. float64.
+    target = _targets().double()
+    stage = tuple(m.detach().double() for m in _logit_stage(4)[1])
+    mask = torch.ones(B, J, dtype=torch.float64)
+
+    def per_sample(weights: list[float]) -> list[float]:
+        w = torch.tensor(weights, dtype=torch.float64)
+        return [float(margipose_loss([tuple(m[i:i + 1] for m in stage)], target[i:i + 1],
+                                     w[i:i + 1], mask[i:i + 1])[0]) for i in range(B)]
+
+    mixed, plain, full = (per_sample([1.0, 0.0, w]) for w in (0.5, 0.0, 1.0))
+    assert mixed[:2] == plain[:2] == full[:2]
+    assert mixed[2] == pytest.approx(0.5 * (plain[2] + full[2]), rel=1e-12)
+    whole, _ = margipose_loss([stage], target, torch.tensor([1.0, 0.0, 0.5]), mask)
+    assert float(whole) == pytest.approx(sum(mixed) / B, rel=1e-12)
+
+
+def test_depth_weights_pick_ground_truth_teacher_or_none() -> None:
+    has_depth = torch.tensor([True, False, False])
+    teacher = torch.tensor([False, True, False])
+    assert depth_weights(has_depth, teacher, 0.3).tolist() == pytest.approx([1.0, 0.3, 0.0])
+    assert depth_weights(has_depth, teacher, 0.0).tolist() == [1.0, 0.0, 0.0]
+    assert depth_weights(has_depth, teacher, 0.0).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\] .* got 1.5"):
+        depth_weights(has_depth, teacher, 1.5)
+    with pytest.raises(ValueError, match="both ground-truth and teacher depth"):
+        depth_weights(has_depth, torch.tensor([True, False, False]), 0.5)
