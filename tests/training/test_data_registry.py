@@ -26,7 +26,8 @@ def test_dataset_names():
     assert DATASETS == (
         "h36m-trainval", "h36m-test", "mpi3d-train", "mpi3d-val", "mpi3d-trainval",
         "mpi3d-test", "mpii-train", "mpii-val", "mpii-trainval", "real2d-train", "real2d-val",
-        "real2d-trainval", "synthetic-train", "synthetic-test",
+        "real2d-trainval", "real2d3d-train", "real2d3d-val", "real2d3d-trainval",
+        "synthetic-train", "synthetic-test",
     )
 
 
@@ -53,6 +54,18 @@ def test_real2d_names_open_the_teacher_set(tmp_path):
         source = open_dataset(f"real2d-{split}", tmp_path)
         assert isinstance(source, Real2D) and source.name == f"real2d-{split}"
         assert not source.has_depth
+        assert len(source) == sum(split in ("trainval", r["split"]) for r in records)
+
+
+def test_real2d3d_names_open_the_teacher_set_with_depth(tmp_path):
+    from tests.training.test_data_real2d import write_fixture_3d
+    from training.data.real2d import Real2D3D
+
+    records = write_fixture_3d(tmp_path / "real2d")
+    for split in ("train", "val", "trainval"):
+        source = open_dataset(f"real2d3d-{split}", tmp_path)
+        assert isinstance(source, Real2D3D) and source.name == f"real2d3d-{split}"
+        assert not source.has_depth and source[0].teacher_depth
         assert len(source) == sum(split in ("trainval", r["split"]) for r in records)
 
 

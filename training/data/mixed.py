@@ -158,7 +158,8 @@ def collate(examples: Sequence[Example]) -> dict[str, Any]:
     """Stack examples into a batch: tensors for training, crops and joints for evaluation.
 
     image (B, 3, 256, 256) uint8; target (B, 17, 3) float32; mask (B, 17) bool; has_depth (B,)
-    bool; z_ref (B,) float64; joints (B, 17, 3) float64 source camera mm; crops: list of Crop.
+    bool; teacher_depth (B,) bool; z_ref (B,) float64; joints (B, 17, 3) float64 source camera
+    mm; crops: list of Crop.
     """
     if not examples:
         raise ValueError("Cannot collate an empty batch")
@@ -167,6 +168,7 @@ def collate(examples: Sequence[Example]) -> dict[str, Any]:
         "target": torch.stack([e.target for e in examples]),
         "mask": torch.stack([e.mask for e in examples]),
         "has_depth": torch.tensor([e.has_depth for e in examples]),
+        "teacher_depth": torch.tensor([e.teacher_depth for e in examples]),
         "z_ref": torch.tensor([e.z_ref for e in examples], dtype=torch.float64),
         "joints": torch.from_numpy(np.stack([e.joints for e in examples])),
         "crops": [e.crop for e in examples],

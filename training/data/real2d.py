@@ -15,8 +15,10 @@ the MediaPipe venv, `make blazepose-env`):
     python -m training.data.real2d build --root build            # -> build/real2d/
 
 Layout under ``<root>/real2d/``: ``images/{source}/{frame:04d}.jpg`` (JPEG q95) and
-``labels.jsonl``, one teacher record per person (`peers/teacher2d.py`: joints in pixels, mask,
-box, score) with its ``split``. Splits, so that no evaluation frame is trained on:
+``labels.jsonl``, one teacher record per person (`peers/teacher2d.py`: joints in pixels,
+joints3d (BlazePose's world landmarks on our joints: mm, pelvis-relative, x right, y down, z away
+from the camera), mask, box, score) with its ``split``. Splits, so that no evaluation frame is
+trained on:
 
 - val: Pose2Sim camera 4 (a whole view), and the Sports2D frames within 10 of frames 0, 75,
   150 and 225 (the frames committed in ``data/photos/`` for the overlays);
@@ -28,11 +30,25 @@ and a square reference box of 1.3 x the visible joints' extent around their cent
 is 1.25 x the person's height). BlazePose's own errors become label noise: the teacher is good
 on these clear, full-body views, but its hips sit closer together than Human3.6M's hip centres
 and its head top is extrapolated (see ``peers/README.md``).
+
+`Real2D3D` (``real2d3d-train`` / ``-val`` / ``-trainval``) reads the same people with the
+teacher's depth: the same images, boxes, masks and augmentation, but camera-space joints that
+project exactly onto the teacher's 2D pixels and whose depths relative to the pelvis are the
+teacher's world-landmark depths. The stand-in camera only has pixels, so the root depth Z is
+chosen to make the teacher skeleton's metric size match its 2D extent: s is the least-squares
+scale of the visible joints' 2D offsets from their centroid, in focal lengths ((u - u_c) / fx,
+(v - v_c) / fy), against the 3D x/y offsets from theirs, and Z = 1 / s; each joint's pixel is then
+back-projected at depth Z + dz_i (dz_i its teacher depth, pelvis-relative). Its samples are
+marked `teacher_depth` (`has_depth` stays False: the depth is an estimate with ~80-110 mm of
+error, not ground truth): the loss treats them as 2D samples plus `--teacher-depth-weight` times
+their depth term (`training.losses`). The focal length is a guess (1.2 x width), so Z is in the
+stand-in camera's units; the normalised depth targets depend on Z / fx, not on either alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -45,6 +61,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from posecontract.geometry import Intrinsics
 from training.camera import AUG_MPII, Box, lift_to_focal_plane, mpii_camera
 from training.data.sample import Sample
 from training.skeleton import NUM_JOINTS
@@ -88,10 +105,49 @@ def reference_box(joints: np.ndarray, mask: np.ndarray) -> Box:
     return Box((float(centre[0]), float(centre[1])), BOX_PER_EXTENT * float((hi - lo).max()))
 
 
+def teacher_root_depth(uv: np.ndarray, rel3d: np.ndarray, mask: np.ndarray, fx: float,
+                       fy: float) -> float:
+    """Root depth (mm) at which the 3D skeleton's x/y size matches its pixel extent.
+
+    uv: (17, 2) pixels; rel3d: (17, 3) pelvis-relative mm; mask: (17,) joints to fit on. The
+    least-squares scale s of the 2D offsets from their centroid, in focal lengths, against the
+    3D x/y offsets from theirs (weak perspective: offset_2d = s offset_3d); Z = 1 / s.
+    """
+    pts = mask.nonzero()[0]
+    if len(pts) < 2:
+        raise ValueError(f"Need at least 2 visible joints to fit a root depth, got {len(pts)}")
+    a = (uv[pts] - uv[pts].mean(axis=0)) / (fx, fy)  # (n, 2) focal lengths
+    b = rel3d[pts, :2] - rel3d[pts, :2].mean(axis=0)  # (n, 2) mm
+    s = float((a * b).sum() / (b * b).sum()) if (b * b).sum() > 0 else 0.0
+    if not s > 0:
+        raise ValueError(f"The teacher's 3D x/y offsets do not scale onto its 2D ones (s = {s})")
+    return 1.0 / s
+
+
+def back_project(uv: np.ndarray, depth: np.ndarray, camera: Intrinsics) -> np.ndarray:
+    """Pixels (..., 2) at depths (...,) -> camera-space points (..., 3) projecting onto them."""
+    x = (uv[..., 0] - camera.cx) * depth / camera.fx
+    y = (uv[..., 1] - camera.cy) * depth / camera.fy
+    return np.stack([x, y, depth], axis=-1)
+
+
+def teacher_joints(uv: np.ndarray, rel3d: np.ndarray, mask: np.ndarray, camera: Intrinsics
+                   ) -> np.ndarray:
+    """Camera-space joints (17, 3) mm on the teacher's pixels at its relative depths: each
+    pixel back-projected at Z + dz_i, Z from `teacher_root_depth`, dz_i = rel3d[i, 2]."""
+    z_root = teacher_root_depth(uv, rel3d, mask, camera.fx, camera.fy)
+    depth = z_root + rel3d[:, 2]
+    if not (depth > 0).all():
+        raise ValueError(f"Joints would lie behind the camera (root depth {z_root:.0f} mm, "
+                         f"relative depths down to {rel3d[:, 2].min():.0f} mm)")
+    return back_project(uv, depth, camera)
+
+
 class Real2D:
     """Teacher-labelled real people of one split, as a 2D-only `SampleSource`."""
 
     has_depth = False
+    family = "real2d"  # dataset names are {family}-{split}
 
     def __init__(self, root: Path, split: str) -> None:
         if split not in SPLITS:
@@ -102,23 +158,28 @@ class Real2D:
             raise FileNotFoundError(
                 f"{labels} not found; build the set with `python -m training.data.real2d build "
                 f"--root {root.parent}`")
-        self.name = f"real2d-{split}"
+        self.name = f"{self.family}-{split}"
         self._root = root
-        self._records = []
+        self._records: list[tuple] = []
         with open(labels) as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 record = json.loads(line)
-                joints = np.asarray(record["joints"], dtype=np.float64)
-                mask = np.asarray(record["mask"], dtype=bool)
-                if joints.shape != (NUM_JOINTS, 2) or mask.shape != (NUM_JOINTS,):
-                    raise ValueError(f"{labels}:{line_no}: joints must be {NUM_JOINTS} x 2 and "
-                                     f"mask {NUM_JOINTS} booleans")
+                entry = self._parse(record, f"{labels}:{line_no}")
                 if split in ("trainval", record["split"]):
-                    self._records.append((record, joints, mask))
+                    self._records.append(entry)
         if not self._records:
             raise ValueError(f"No {split} people in {labels}")
+
+    def _parse(self, record: dict, where: str) -> tuple:
+        """Check one labels.jsonl record; (record, joints (17, 2), mask (17,))."""
+        joints = np.asarray(record["joints"], dtype=np.float64)
+        mask = np.asarray(record["mask"], dtype=bool)
+        if joints.shape != (NUM_JOINTS, 2) or mask.shape != (NUM_JOINTS,):
+            raise ValueError(f"{where}: joints must be {NUM_JOINTS} x 2 and "
+                             f"mask {NUM_JOINTS} booleans")
+        return record, joints, mask
 
     def __len__(self) -> int:
         return len(self._records)
@@ -126,7 +187,7 @@ class Real2D:
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):
             raise IndexError(f"Index {index} out of range for {self.name} of length {len(self)}")
-        record, joints, mask = self._records[index]
+        record, joints, mask = self._records[index][:3]
         with Image.open(self._root / record["image"]) as image:
             image = image.convert("RGB")
         camera = mpii_camera(image.width, image.height)
@@ -138,6 +199,35 @@ class Real2D:
                   "person": record["person"], "image": record["image"],
                   "teacher_score": record["score"]},
         )
+
+
+class Real2D3D(Real2D):
+    """The same people with the teacher's depth (see the module docstring): joints on the
+    teacher's pixels at its relative depths, `teacher_depth` True, `has_depth` False."""
+
+    family = "real2d3d"
+
+    def _parse(self, record: dict, where: str) -> tuple:
+        """Also check the record's joints3d and that they back-project; + rel3d (17, 3)."""
+        record, joints, mask = super()._parse(record, where)
+        if "joints3d" not in record:
+            raise ValueError(f"{where}: no joints3d (the teacher's 3D joints); rebuild the set "
+                             "with `python -m training.data.real2d build`")
+        rel3d = np.asarray(record["joints3d"], dtype=np.float64)
+        if rel3d.shape != (NUM_JOINTS, 3) or not np.isfinite(rel3d).all():
+            raise ValueError(f"{where}: joints3d must be {NUM_JOINTS} x 3 finite numbers")
+        try:  # fail at load time, not in a data loader worker mid-run
+            teacher_joints(joints, rel3d, mask, mpii_camera(record["width"], record["height"]))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        return record, joints, mask, rel3d
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = super().__getitem__(index)
+        _, joints, mask, rel3d = self._records[index]
+        return dataclasses.replace(
+            sample, joints=teacher_joints(joints, rel3d, mask, sample.camera), teacher_depth=True,
+            meta={**sample.meta, "dataset": "real2d3d"})
 
 
 # ----------------------------------------------------------------------------- building
@@ -213,9 +303,6 @@ def contact_sheet(source: Real2D, count: int, cols: int, tile: int, seed: int = 
                   ) -> Image.Image:
     """`count` random people of `source`, each cropped to its reference box, with the teacher's
     joints (visible ones only) drawn by the synthetic sheet's `draw_sample`."""
-    import dataclasses
-
-    from posecontract.geometry import Intrinsics
     from training.synthetic.contact_sheet import draw_sample
 
     rng = np.random.default_rng(seed)

@@ -13,6 +13,9 @@ The caller passes the data root (nothing is read from the environment). Expected
     <root>/real2d/images/{source}/{frame:04d}.jpg, labels.jsonl    (teacher-labelled real people,
                                                       `python -m training.data.real2d build`)
 
+`real2d-*` reads those people as 2D-only samples; `real2d3d-*` reads the same files with the
+teacher's depth (`training/data/real2d.py`; labels.jsonl built with joints3d).
+
 `synthetic-train` and `synthetic-test` read pre-rendered shards when the data root has them
 (`training/synthetic/shards.py`), else render on the fly (`training/synthetic/source.py`:
 SYNTHETIC_SIZES samples, seed 0).
@@ -28,7 +31,7 @@ from pathlib import Path
 from training.data.h36m import Human36M
 from training.data.mpi3dhp import MpiInf3dhp
 from training.data.mpii import Mpii
-from training.data.real2d import Real2D
+from training.data.real2d import Real2D, Real2D3D
 from training.data.sample import SampleSource
 
 # Family -> (subdirectory of the data root, reader taking (directory, split)).
@@ -37,6 +40,7 @@ _READERS: dict[str, tuple[str, Callable[[Path, str], SampleSource]]] = {
     "mpi3d": ("mpi3d", MpiInf3dhp),
     "mpii": ("mpii", Mpii),
     "real2d": ("real2d", Real2D),
+    "real2d3d": ("real2d", Real2D3D),
 }
 
 # Valid dataset names, e.g. for argparse `choices`.
@@ -53,6 +57,9 @@ DATASETS: tuple[str, ...] = (
     "real2d-train",
     "real2d-val",
     "real2d-trainval",
+    "real2d3d-train",
+    "real2d3d-val",
+    "real2d3d-trainval",
     "synthetic-train",
     "synthetic-test",
 )

@@ -5,7 +5,9 @@ that took it, the person's 17 canonical joints in that camera's space (mm), whic
 labelled, whether their depth is real, the reference box to crop, and the augmentation family
 the source uses. 2D-only sources (MPII) lift their keypoints onto the focal plane
 (`training.camera.lift_to_focal_plane`), so every source goes through one crop pipeline; their
-`has_depth` is False and the loss then ignores depth.
+`has_depth` is False and the loss then ignores depth. Samples whose depth is a teacher model's
+estimate (`real2d3d`) keep `has_depth` False and set `teacher_depth`: the loss weights their
+depth by the run's teacher depth weight (`training.losses.depth_weights`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Sample:
     # Provenance: at least "dataset"; also "subject", "sequence", "action"/"activity", "camera",
     # "frame" where the source has them. Evaluation groups its tables by these.
     meta: dict[str, Any] = field(default_factory=dict)
+    # joints carry a teacher's depth estimate (has_depth False): the loss weights their depth
+    teacher_depth: bool = False
 
     def __post_init__(self) -> None:
         joints = np.asarray(self.joints, dtype=np.float64)
@@ -44,6 +48,9 @@ class Sample:
             raise ValueError(f"Sample.joints must have shape ({NUM_JOINTS}, 3), got {joints.shape}")
         if mask.shape != (NUM_JOINTS,):
             raise ValueError(f"Sample.mask must have shape ({NUM_JOINTS},), got {mask.shape}")
+        if self.has_depth and self.teacher_depth:
+            raise ValueError("A Sample's depth is either ground truth (has_depth) or a teacher's "
+                             "estimate (teacher_depth), not both")
         if self.image.mode != "RGB":
             raise ValueError(f"Sample.image must be RGB, got mode {self.image.mode}")
         object.__setattr__(self, "joints", joints)

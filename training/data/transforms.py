@@ -69,12 +69,14 @@ class Example:
     """One training example, ready to collate."""
 
     image: Tensor  # (3, 256, 256) uint8 RGB
-    target: Tensor  # (17, 3) float32 normalised (x, y, z); z meaningless unless has_depth
+    target: Tensor  # (17, 3) float32 normalised (x, y, z); z meaningless unless has_depth or
+    # teacher_depth
     mask: Tensor  # (17,) bool: labelled (and, for 2D-only samples, inside the crop)
     has_depth: bool
     crop: Crop  # crop camera and maps from the source camera (for `to_camera`)
     z_ref: float  # ground-truth root depth, mm
     joints: np.ndarray  # (17, 3) float64 source camera-space joints, canonical order, mm
+    teacher_depth: bool = False  # z targets are a teacher's estimate (has_depth False)
 
     def to_camera(self, ndc: np.ndarray, z_ref: float | None = None) -> np.ndarray:
         """Map normalised joints (17, 3) predicted on this crop to source camera mm
@@ -166,6 +168,7 @@ def make_example(
         crop=geometry.crop,
         z_ref=geometry.z_ref,
         joints=sample.joints,
+        teacher_depth=sample.teacher_depth,
     )
 
 
