@@ -7,6 +7,9 @@ WHOLE global batch: with gradient accumulation (`accum_steps`) and with Distribu
 each chunk's loss is weighted by its share of the valid pairs, so the gradient equals that of
 one pass over the global batch (up to BatchNorm, which normalises over what one forward sees).
 
+Samples with a teacher's depth (`teacher_depth` in the batch) weigh their depth loss by
+`teacher_depth_weight` (`training.losses.depth_weights`); 0 trains them as 2D-only samples.
+
 Mixed precision: `amp` is None (float32) or a torch dtype for `torch.autocast`. bfloat16 needs
 no loss scaling; float16 needs a `torch.amp.GradScaler`. The model's softmax and the whole loss
 (JSD with its 1e-24 eps) run in float32 whatever autocast does.
@@ -30,7 +33,7 @@ from torch.optim import Optimizer
 from tqdm import tqdm
 
 from training.camera import ndc_to_camera
-from training.losses import margipose_loss
+from training.losses import DEFAULT_TEACHER_DEPTH_WEIGHT, depth_weights, margipose_loss
 from training.metrics import mpjpe, root_relative
 from training.model import MargiPose
 from training.schedule import OneCycle
@@ -81,11 +84,16 @@ def _all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
-def _to_device(batch: Batch, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _to_device(batch: Batch, device: torch.device, teacher_depth_weight: float
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Images, targets, per-sample depth weights (the loss's has_depth) and mask on `device`."""
+    depth = batch["has_depth"]
+    if "teacher_depth" in batch:
+        depth = depth_weights(depth, batch["teacher_depth"], teacher_depth_weight)
     return (
         batch["image"].to(device, non_blocking=True),
         batch["target"].to(device, non_blocking=True),
-        batch["has_depth"].to(device, non_blocking=True),
+        depth.to(device, non_blocking=True),
         batch["mask"].to(device, non_blocking=True),
     )
 
@@ -120,9 +128,10 @@ def train_step(
     amp: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     accum_steps: int = 1,
+    teacher_depth_weight: float = DEFAULT_TEACHER_DEPTH_WEIGHT,
 ) -> StepResult:
     """One optimiser step on this rank's share of a global batch, in `accum_steps` chunks."""
-    images, target, has_depth, mask = _to_device(batch, device)
+    images, target, has_depth, mask = _to_device(batch, device, teacher_depth_weight)
     if images.shape[0] % accum_steps:
         raise ValueError(f"A batch of {images.shape[0]} does not split into {accum_steps} chunks")
     inner = unwrap(model)
@@ -174,6 +183,7 @@ def train_steps(
     log_every: int = 10,
     progress: bool = False,
     desc: str = "train",
+    teacher_depth_weight: float = DEFAULT_TEACHER_DEPTH_WEIGHT,
 ) -> list[float]:
     """Train on every batch of `batches`; the i-th uses the 1-based count first_step + i + 1.
 
@@ -188,7 +198,8 @@ def train_steps(
     for i, batch in enumerate(bar):
         step = first_step + i + 1
         lr, momentum = schedule.apply(optimiser, step)
-        result = train_step(model, batch, optimiser, device, amp, scaler, accum_steps)
+        result = train_step(model, batch, optimiser, device, amp, scaler, accum_steps,
+                            teacher_depth_weight)
         if not math.isfinite(result.loss):
             raise FloatingPointError(f"Loss became {result.loss} at step {step}")
         losses.append(result.loss)
@@ -251,9 +262,11 @@ def evaluate(
     loader: Iterable[Batch],
     device: torch.device,
     amp: torch.dtype | None = None,
+    teacher_depth_weight: float = DEFAULT_TEACHER_DEPTH_WEIGHT,
 ) -> EvalTotals:
     """Loss and root-relative MPJPE (mm, ground-truth root depth, 3D samples) over `loader`.
 
+    Teacher-depth samples weigh their depth loss by `teacher_depth_weight`, as in training.
     Runs the model in eval mode and restores its previous mode. With torch.distributed running,
     each rank's totals are summed over ranks (give each rank a disjoint shard).
     """
@@ -268,7 +281,7 @@ def evaluate(
     totals = torch.zeros(4, dtype=torch.float64)
     try:
         for batch in loader:
-            images, target, has_depth, mask = _to_device(batch, device)
+            images, target, has_depth, mask = _to_device(batch, device, teacher_depth_weight)
             with _autocast(device, amp):
                 coords, stages = inner(normalise_images(images, inner))
             loss, _ = margipose_loss(stages, target, has_depth, mask, use_jsd=inner.cfg.use_jsd)

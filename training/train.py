@@ -38,6 +38,7 @@ from training.data.mixed import (
 from training.data.sample import SampleSource
 from training.data.transforms import make_example
 from training.engine import evaluate, predict_figure, train_one_epoch, unwrap
+from training.losses import DEFAULT_TEACHER_DEPTH_WEIGHT
 from training.model import FREEZABLE, VARIANTS, build_model, freeze, variant_config
 from training.schedule import LOW_LR_FRACTION, MOMENTUM_HIGH, OneCycle
 
@@ -47,7 +48,11 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat1
 CHECKPOINT_NAME = "last.pt"
 # Arguments that define the run: a resumed run must agree on them to continue the same run.
 RUN_DEFINING = ("variant", "train", "epochs", "steps_per_epoch", "batch_size", "source_counts",
-                "lr_max", "seed", "n_stages", "no_axis_permutation", "no_jsd", "freeze")
+                "lr_max", "seed", "n_stages", "no_axis_permutation", "no_jsd", "freeze",
+                "teacher_depth_weight")
+# Run-defining arguments added later: a checkpoint saved before one existed (so trained without
+# what it switches) resumes under any value.
+ADDED_LATER = ("teacher_depth_weight",)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -87,6 +92,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "to stride 8, BatchNorm statistics included)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format (faster convolutions on CPU)")
+    p.add_argument("--teacher-depth-weight", type=float, default=DEFAULT_TEACHER_DEPTH_WEIGHT,
+                   metavar="W",
+                   help="weight in [0, 1] of the depth loss of samples whose depth is a "
+                        "teacher's estimate (real2d3d-*; ground truth weighs 1, 0 trains them "
+                        f"as 2D-only; default {DEFAULT_TEACHER_DEPTH_WEIGHT})")
     return p
 
 
@@ -228,6 +238,9 @@ def _check_args(args: argparse.Namespace, world_size: int) -> None:
             f"--batch-size {args.batch_size} must split over {world_size} ranks and then into "
             f"--accum-steps {args.accum_steps} chunks"
         )
+    if not 0.0 <= args.teacher_depth_weight <= 1.0:
+        raise ValueError(f"--teacher-depth-weight must be in [0, 1] (ground truth weighs 1), "
+                         f"got {args.teacher_depth_weight}")
     if args.source_counts is not None:
         if len(args.source_counts) != len(args.train):
             raise ValueError(f"--source-counts {args.source_counts} needs one count per --train "
@@ -240,7 +253,8 @@ def _check_args(args: argparse.Namespace, world_size: int) -> None:
 def _check_resume(saved: Mapping[str, Any], args: argparse.Namespace) -> None:
     """Raise ValueError when the checkpoint's run differs from the one asked for."""
     now = _jsonable(args)
-    differ = {k: (saved.get(k), now[k]) for k in RUN_DEFINING if saved.get(k) != now[k]}
+    differ = {k: (saved.get(k), now[k]) for k in RUN_DEFINING
+              if saved.get(k) != now[k] and (k in saved or k not in ADDED_LATER)}
     if differ:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
         raise ValueError(f"--resume continues the same run; these arguments differ: {detail}")
@@ -353,13 +367,15 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
             epoch_losses = train_one_epoch(
                 net, loader, optimiser, schedule, device, epoch, args.steps_per_epoch,
                 amp=amp, scaler=scaler, accum_steps=args.accum_steps, logger=logger,
-                log_every=args.log_every, progress=job.is_main)
+                log_every=args.log_every, progress=job.is_main,
+                teacher_depth_weight=args.teacher_depth_weight)
             losses += epoch_losses
             step = (epoch + 1) * args.steps_per_epoch
             last = epoch + 1 == args.epochs
             if (epoch + 1) % args.val_every == 0 or last:
                 if val_loader is not None:
-                    val = evaluate(net, val_loader, device, amp).means()
+                    val = evaluate(net, val_loader, device, amp,
+                                   args.teacher_depth_weight).means()
                     if logger is not None:
                         logger.log(step, val)
                 if figure_batch is not None:

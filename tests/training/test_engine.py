@@ -191,3 +191,35 @@ def test_heatmap_figure_shows_the_maps() -> None:
 def test_tiny_model_helper_builds_what_it_says() -> None:
     model = _tiny(3)
     assert dataclasses.asdict(model.cfg)["n_stages"] == 3 and len(model.refine) == 2
+
+
+def _as_teacher(batch: dict, z: float = 0.3) -> dict:
+    """The batch with its 2D example (index 1) marked teacher depth, with depth targets z."""
+    target = batch["target"].clone()
+    target[1, :, 2] = z
+    return {**batch, "target": target, "teacher_depth": torch.tensor([False, True])}
+
+
+def test_teacher_depth_weight_zero_trains_teacher_samples_as_2d_ones(batch: dict) -> None:
+    # float64 model in eval mode: the comparison is bit for bit.
+    plain = _tiny(1).double().eval()
+    zero, half = copy.deepcopy(plain), copy.deepcopy(plain)
+    r_plain = train_step(plain, batch, _sgd(plain), DEVICE, teacher_depth_weight=0.5)
+    r_zero = train_step(zero, _as_teacher(batch), _sgd(zero), DEVICE, teacher_depth_weight=0.0)
+    r_half = train_step(half, _as_teacher(batch), _sgd(half), DEVICE, teacher_depth_weight=0.5)
+    assert r_zero.loss == r_plain.loss
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), zero.parameters(),
+                                                 strict=True))
+    assert r_half.loss > r_plain.loss  # the teacher's depth now counts
+
+
+def test_evaluate_weighs_teacher_depth_as_training_does(batch: dict) -> None:
+    model = _tiny(1).double().eval()
+    teacher = _as_teacher(batch)
+    with torch.no_grad():
+        _, stages = model(normalise_images(batch["image"], model))
+        weights = torch.tensor([1.0, 0.25], dtype=torch.float64)
+        loss, _ = margipose_loss(stages, teacher["target"], weights, batch["mask"])
+    totals = evaluate(model, [teacher], DEVICE, teacher_depth_weight=0.25)
+    assert totals.samples_3d == 1  # MPJPE stays a ground-truth measure
+    assert totals.means()["val/loss"] == pytest.approx(float(loss), rel=1e-12)

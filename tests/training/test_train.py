@@ -21,6 +21,8 @@ from training.checkpoint import load_checkpoint
 from training.model import VARIANTS, ModelConfig, variant_config
 from training.train import (
     Distributed,
+    _check_resume,
+    _jsonable,
     distributed_from_env,
     get_args_parser,
     main,
@@ -159,6 +161,7 @@ def test_resume_refuses_a_different_run(full_run, tmp_path: Path) -> None:
         (["--source-counts", "2", "1"], "must add up to --batch-size 2"),
         (["--amp", "fp16", "--device", "cpu"], "fp16 needs a CUDA device"),
         (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--teacher-depth-weight", "1.5"], r"--teacher-depth-weight must be in \[0, 1\]"),
     ],
 )
 def test_impossible_arguments_are_refused(tmp_path: Path, extra: list[str], message: str) -> None:
@@ -174,6 +177,19 @@ def test_parser_offers_the_variants_and_reference_defaults(tmp_path: Path) -> No
     with pytest.raises(SystemExit):
         get_args_parser().parse_args(["--variant", "nope", "--data-root", "d", "--train", "a",
                                       "--out", "o"])
+
+
+def test_teacher_depth_weight_flag(tmp_path: Path) -> None:
+    base = ["--data-root", "d", "--train", "real2d3d-train", "--out", "o"]
+    assert get_args_parser().parse_args(base).teacher_depth_weight == 0.5
+    args = get_args_parser().parse_args([*base, "--teacher-depth-weight", "0.25"])
+    assert args.teacher_depth_weight == 0.25
+    saved = _jsonable(args)
+    _check_resume(saved, args)
+    # A checkpoint from before the flag resumes under any weight; one that has it must agree.
+    _check_resume({k: v for k, v in saved.items() if k != "teacher_depth_weight"}, args)
+    with pytest.raises(ValueError, match=r"teacher_depth_weight: checkpoint 0.5 vs now 0.25"):
+        _check_resume({**saved, "teacher_depth_weight": 0.5}, args)
 
 
 def test_the_default_factory_opens_registered_datasets(tmp_path: Path) -> None:
