@@ -16,9 +16,12 @@ frame we search, then refine:
    limbs is at least `--min-score`.
 
 One JSON line per kept person: image, width, height, person (index in the frame), box
-[x0, y0, x1, y1] (the visible joints' extent, full-image pixels), joints (17 x [u, v]), mask
-(17 x bool), score (mean limb visibility), refined (bool). Standalone like `peers.blazepose`:
-numpy, PIL, mediapipe and the mapping only.
+[x0, y0, x1, y1] (the visible joints' extent, full-image pixels), joints (17 x [u, v]), joints3d
+(17 x [X, Y, Z]), mask (17 x bool), score (mean limb visibility), refined (bool). joints3d are
+BlazePose's world landmarks mapped to our joints as `peers.blazepose` gives them (mm,
+pelvis-relative, x right, y down, z away from the camera; metric scale of an average body), from
+the same run (search or refine) as the 2D joints; records written before it existed lack the key.
+Standalone like `peers.blazepose`: numpy, PIL, mediapipe and the mapping only.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def _person(record: dict[str, Any]) -> dict[str, Any]:
     visibility = norm[:, 3]
     return {"pixels33": pixels, "visibility": visibility,
             "joints": map_points(pixels), "mask": map_mask(visibility),
+            # the run's world landmarks, mapped and pelvis-relative (mm) by `estimate`
+            "joints3d": np.asarray(record["joints"]["world_mm"], dtype=np.float64),
             "score": float(visibility[LIMBS].mean())}
 
 
@@ -127,6 +132,7 @@ def main(args: argparse.Namespace) -> int:
                         "image": path, "width": image.width, "height": image.height,
                         "person": i, "box": [round(v, 2) for v in box],
                         "joints": np.round(person["joints"], 2).tolist(),
+                        "joints3d": np.round(person["joints3d"], 2).tolist(),
                         "mask": person["mask"].tolist(), "score": round(person["score"], 4),
                         "refined": person["refined"],
                     }) + "\n")
