@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test serve proto summary export bench triton-env stack synthetic-asset synthetic-sheet blazepose-env bench-blazepose badinput
+.PHONY: install test serve proto summary export bench triton-env stack synthetic-asset synthetic-sheet blazepose-env bench-blazepose badinput blazepose-models
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,11 @@ stack: install triton-env
 BLAZEPOSE_VENV ?= .venv-mediapipe
 blazepose-env:
 	MARGIPOSE_MEDIAPIPE_VENV=$(BLAZEPOSE_VENV) PYTHON=$(PYTHON) bash peers/install_blazepose.sh
+
+# BlazePose's four .tflite files (detector, lite, full, heavy), pinned by sha256, into
+# build/blazepose/ for the pose-trained trunks (training/blazepose.py); pip + npm, no venv.
+blazepose-models: install
+	$(BIN)/python -m training.blazepose fetch
 
 bench-blazepose: blazepose-env
 	$(BLAZEPOSE_VENV)/bin/python -m peers.bench_blazepose --json peers/results/blazepose_cpu.json
