@@ -40,8 +40,9 @@ scale of the visible joints' 2D offsets from their centroid, in focal lengths ((
 (v - v_c) / fy), against the 3D x/y offsets from theirs, and Z = 1 / s; each joint's pixel is then
 back-projected at depth Z + dz_i (dz_i its teacher depth, pelvis-relative). Its samples are
 marked `teacher_depth` (`has_depth` stays False: the depth is an estimate with ~80-110 mm of
-error, not ground truth): the loss treats them as 2D samples plus `--teacher-depth-weight` times
-their depth term (`training.losses`). The focal length is a guess (1.2 x width), so Z is in the
+error, not ground truth): the loss treats them as 2D samples plus `--teacher-depth-weight`
+(default 0.5; 0 trains them exactly as real2d's 2D samples) times their depth term
+(`training.losses`). The focal length is a guess (1.2 x width), so Z is in the
 stand-in camera's units; the normalised depth targets depend on Z / fx, not on either alone.
 """
 
