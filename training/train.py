@@ -89,7 +89,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-jsd", action="store_true", help="ablation: no JSD regulariser")
     p.add_argument("--freeze", choices=sorted(FREEZABLE),
                    help="keep this part of the pretrained trunk fixed (stride8: stem and blocks "
-                        "to stride 8, BatchNorm statistics included)")
+                        "to stride 8, BatchNorm statistics included; trunk-body: a BlazePose "
+                        "trunk's converted network, only its adapter and the heads train)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format (faster convolutions on CPU)")
     p.add_argument("--teacher-depth-weight", type=float, default=DEFAULT_TEACHER_DEPTH_WEIGHT,

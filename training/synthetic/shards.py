@@ -114,3 +114,34 @@ class ShardSource:
         return Sample(image=image, camera=Intrinsics(fx, fy, cx, cy), joints=arrays["joints"][i],
                       mask=arrays["mask"][i], has_depth=True, box=Box((u, v), side),
                       augmentation=AUG_3D, meta=metas[i])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render `SyntheticHumans(split, size, seed)` into shards; `--part k --parts n` renders
+    every n-th shard from the k-th into `<out>/part-k/`, so n processes share the work."""
+    import argparse
+
+    from training.synthetic.source import SyntheticHumans
+
+    p = argparse.ArgumentParser(description="Pre-render synthetic humans into shards.")
+    p.add_argument("--split", choices=("train", "test"), required=True)
+    p.add_argument("--size", type=int, required=True, help="samples in the set")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="e.g. build/synthetic/train")
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--part", type=int, default=0)
+    p.add_argument("--parts", type=int, default=1)
+    args = p.parse_args(argv)
+    if not 0 <= args.part < args.parts:
+        p.error(f"--part must be in 0..{args.parts - 1}, got {args.part}")
+    source = SyntheticHumans(args.split, args.size, args.seed)
+    starts = range(args.part * args.shard_size, args.size, args.parts * args.shard_size)
+    indices = [i for s in starts for i in range(s, min(s + args.shard_size, args.size))]
+    paths = write_shards(source, args.out / f"part-{args.part}", args.shard_size,
+                         indices=indices)
+    print(f"{len(paths)} shards, {len(indices)} samples in {args.out / f'part-{args.part}'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -24,3 +24,20 @@ def test_shards_round_trip(tmp_path):
 def test_missing_shards_are_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="write_shards"):
         ShardSource(tmp_path)
+
+
+def test_render_command_splits_the_shards_between_parts(tmp_path):
+    from training.synthetic.shards import main
+
+    for part in (0, 1):  # 5 samples in shards of 2: part 0 gets shards 0 and 2, part 1 shard 1
+        main(["--split", "test", "--size", "5", "--seed", "5", "--out", str(tmp_path),
+              "--shard-size", "2", "--part", str(part), "--parts", "2"])
+    parts = [ShardSource(tmp_path / f"part-{k}") for k in (0, 1)]
+    assert [len(p) for p in parts] == [3, 2]
+    source = SyntheticHumans("test", size=5, seed=5)
+    frames = [p[i].meta for p in parts for i in range(len(p))]
+    assert sorted(map(str, frames)) == sorted(str(source[i].meta) for i in range(5))
+    np.testing.assert_array_equal(parts[1][0].joints, source[2].joints)
+    with pytest.raises(SystemExit):
+        main(["--split", "test", "--size", "5", "--out", str(tmp_path), "--part", "2",
+              "--parts", "2"])
