@@ -49,7 +49,7 @@ CHECKPOINT_NAME = "last.pt"
 # Arguments that define the run: a resumed run must agree on them to continue the same run.
 RUN_DEFINING = ("variant", "train", "epochs", "steps_per_epoch", "batch_size", "source_counts",
                 "lr_max", "seed", "n_stages", "no_axis_permutation", "no_jsd", "freeze",
-                "teacher_depth_weight")
+                "teacher_depth_weight", "init")
 # Run-defining arguments added later: a checkpoint saved before one existed (so trained without
 # what it switches) resumes under any value.
 ADDED_LATER = ("teacher_depth_weight",)
@@ -76,6 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--resume", type=Path, help="checkpoint to continue from")
+    p.add_argument("--init", type=Path,
+                   help="start a new run from this checkpoint's weights (same variant; fresh "
+                        "optimiser and schedule), e.g. to fine-tune a trunk trained frozen")
     p.add_argument("--amp", choices=sorted(AMP_DTYPES), default="none",
                    help="mixed precision (bf16, or fp16 with loss scaling on CUDA)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
@@ -305,8 +308,14 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
                                      "use_jsd": not args.no_jsd}
         if args.n_stages is not None:
             overrides["n_stages"] = args.n_stages
-        model = build_model(variant_config(args.variant, **overrides),
-                            pretrained=not args.no_pretrained)
+        cfg = variant_config(args.variant, **overrides)
+        if args.init is not None:
+            model, _ = load_checkpoint(args.init)
+            if model.cfg != cfg:
+                raise ValueError(f"--init {args.init} holds a {model.cfg.name} model configured "
+                                 f"{model.cfg}, not the --variant and ablations asked for: {cfg}")
+        else:
+            model = build_model(cfg, pretrained=not args.no_pretrained)
     if args.freeze:
         freeze(model, args.freeze)
     model.to(device)

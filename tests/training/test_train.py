@@ -153,6 +153,25 @@ def test_resume_refuses_a_different_run(full_run, tmp_path: Path) -> None:
         _run(argv)
 
 
+def test_init_starts_a_new_run_from_a_checkpoints_weights(full_run, tmp_path: Path) -> None:
+    reference, _ = full_run
+    start = torch.load(reference / "last.pt", weights_only=True)["state_dict"]
+    # A learning rate too small to move a weight: the run ends where --init put it.
+    result = _run(_argv(tmp_path / "run", "--init", str(reference / "last.pt"),
+                        "--lr-max", "1e-30"))
+    assert result["step"] == 4  # a new run: its own schedule from step 0
+    ended = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ended["args"]["init"] == str(reference / "last.pt")
+    convs = [k for k in start if k.endswith(".weight") and start[k].ndim == 4]
+    assert convs and all(torch.equal(start[k], ended["state_dict"][k]) for k in convs)
+    scratch = _run(_argv(tmp_path / "scratch", "--lr-max", "1e-30"))
+    assert scratch["step"] == 4
+    fresh = torch.load(tmp_path / "scratch" / "last.pt", weights_only=True)["state_dict"]
+    assert not all(torch.equal(start[k], fresh[k]) for k in convs)
+    with pytest.raises(ValueError, match="not the --variant and ablations asked for"):
+        _run(_argv(tmp_path / "other", "--init", str(reference / "last.pt"), "--n-stages", "1"))
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
