@@ -136,6 +136,17 @@ def load_trunk(trunk: str, root: str | Path | None = None) -> TFLiteModule:
     return convert(read_graph(model_path(cut.model, root)), outputs=[cut.tensor])
 
 
+def provenance(trunk: str) -> dict[str, str]:
+    """Where a trunk's pretrained weights come from, for a model card."""
+    cut = TRUNKS[trunk]
+    spec = MODELS[cut.model]
+    package = PIP_WHEEL if spec.origin == "pip" else f"npm {NPM_PACKAGE}"
+    return {"source": f"MediaPipe BlazePose landmark model {spec.embedded_name}",
+            "file": f"{spec.member} from {package}", "sha256": spec.sha256,
+            "licence": LICENCE, "cut_at": cut.tensor,
+            "converted_by": "training/tflite (TFLite graph rebuilt op by op in torch)"}
+
+
 def _pip_wheel(cache: Path) -> Path:
     name, version = PIP_WHEEL.split("==")
     wheels = sorted(cache.glob(f"{name}-{version}-*.whl"))

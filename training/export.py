@@ -128,6 +128,12 @@ def calibrate_batchnorm(model: MargiPose, batches: int = 3, batch_size: int = 4,
 
 def model_card(model: MargiPose, name: str, version: int, extra: dict[str, Any]) -> dict:
     """The JSON model card embedded in the TorchScript file."""
+    pretrained = {}
+    if model.cfg.trunk.startswith("blazepose-"):
+        from training.blazepose import provenance
+
+        size = model.cfg.trunk.removeprefix("blazepose-")
+        pretrained = {"trunk_weights": provenance(f"{size}-s8")}
     return {
         "name": name,
         "version": version,
@@ -138,6 +144,7 @@ def model_card(model: MargiPose, name: str, version: int, extra: dict[str, Any])
         "input": {"name": INPUT.name, "dtype": INPUT.dtype, "dims": list(INPUT.dims)},
         "outputs": [{"name": o.name, "key": o.key, "dtype": o.dtype, "dims": list(o.dims)}
                     for o in OUTPUTS],
+        **pretrained,
         **extra,
     }
 

@@ -173,6 +173,14 @@ def test_margipose_on_the_blazepose_trunk(models_dir, tmp_path):
     with pytest.raises(ValueError, match="needs a efficientnet-lite0 trunk"):
         freeze(model, "stride8")
 
+    # The model card names the trunk's source, version and licence.
+    from training.export import model_card
+
+    card = model_card(model, "m", 1, {})["trunk_weights"]
+    assert card["source"].endswith("blazepose_ghum_39kp_full_oss_2021_07_02")
+    assert card["licence"] == "Apache-2.0" and "mediapipe==0.10.21" in card["file"]
+    assert card["sha256"] == blazepose.MODELS["full"].sha256
+
     # A checkpoint rebuilds the model, fine-tuned trunk weights included.
     with torch.no_grad():
         model.trunk.body.ops.conv_0.conv.weight.add_(0.01)
