@@ -2,8 +2,11 @@
 
 import json
 import math
+import os
 
-from bench import marginal_vs_volumetric, model_cpu
+import pytest
+
+from bench import marginal_vs_volumetric, model_cpu, vs_blazepose
 from posecontract.skeleton import NUM_JOINTS
 
 
@@ -65,3 +68,29 @@ def test_marginal_vs_volumetric_runs_and_reports_every_row(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| marginal-stage | 1 |" in table and "| volumetric-32 | 1 |" in table
     assert "| 1.0x |" in table  # the reference's ratio to itself
+
+
+def test_vs_blazepose_runs_and_reports_every_row(tmp_path, capsys):
+    from training import blazepose
+
+    try:
+        for name in ("full", "heavy"):
+            blazepose.model_path(name)
+    except blazepose.ModelsMissing as exc:
+        if os.environ.get("MARGIPOSE_REQUIRE_BLAZEPOSE") == "1":
+            pytest.fail(f"MARGIPOSE_REQUIRE_BLAZEPOSE=1 but {exc}")
+        pytest.skip(str(exc))
+    out = tmp_path / "vs.json"
+    args = vs_blazepose.get_args_parser().parse_args([
+        "--torchscript", "default=model_repository/margipose-lite/1/model.pt", "--converted",
+        "--batch-sizes", "1", "2", "--warmup", "1", "--iters", "2", "--json", str(out),
+    ])
+    vs_blazepose.main(args)
+    rows = json.loads(out.read_text())["rows"]
+    models = ["default", "blazepose-full (tflite)", "blazepose-heavy (tflite)",
+              "blazepose-full (converted, torchscript)"]
+    assert [(r["model"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2) for m in models]
+    for r in rows:
+        assert _positive_finite(r["images_per_s"]) and r["p90_ms"] >= r["median_ms"]
+    assert all(r["vs_blazepose_full"] == 1.0 for r in rows if r["model"] == models[1])
+    assert capsys.readouterr().out.count("| blazepose-heavy (tflite) |") == 2
