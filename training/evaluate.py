@@ -470,5 +470,11 @@ def main(args: argparse.Namespace | None = None,
     return results
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The `margipose-eval` command: exit status 0 after a run (main's dict is not a status)."""
+    main(get_args_parser().parse_args(argv))
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

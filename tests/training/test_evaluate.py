@@ -437,3 +437,9 @@ def test_cli_on_the_registry(data_root, tmp_path, tiny_model):
     assert json.loads(out.read_text())["samples"] == results["samples"] == 3
     assert results["overall"]["count"] == 3 and math.isfinite(results["overall"]["mpjpe"])
     assert list(results["groups"]["sequence"]) == ["TS1"]
+    # The console script exits 0 after a run (it exited 1, printing the results dict, when it
+    # returned main's dict as the status).
+    from training.evaluate import cli
+
+    assert cli(["--checkpoint", str(ckpt), "--dataset", "mpi3d-test", "--data-root", str(root),
+                "--device", "cpu", "--limit", "1"]) == 0
