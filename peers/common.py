@@ -50,6 +50,18 @@ def dataset_parser(doc: str, dataset: str, *, torchscript: bool) -> argparse.Arg
     return p
 
 
+def load_ours(torchscript: Path) -> tuple[Any, str]:
+    """An exported model.pt in eval mode, and its label: the model card's name + " (ours)"."""
+    import torch
+
+    from training.export import CARD_FILE
+
+    extra = {CARD_FILE: ""}
+    module = torch.jit.load(str(torchscript), map_location="cpu", _extra_files=extra).eval()
+    name = json.loads(extra[CARD_FILE]).get("name") if extra[CARD_FILE] else None
+    return module, f"{name or Path(torchscript).parent.parent.name} (ours)"
+
+
 def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

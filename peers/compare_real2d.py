@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from peers.common import NAMES, blazepose_on_boxes, dataset_parser, write_json
+from peers.common import NAMES, blazepose_on_boxes, dataset_parser, load_ours, write_json
 from training.camera import ndc_to_camera
 from training.data.real2d import BOX_PER_EXTENT
 from training.evaluate import (
@@ -157,17 +157,17 @@ def compare(source, torchscript: Path, complexities: list[int], limit: int | Non
                 **scores(pixels[keep], labels[keep], masks[keep], sizes[keep]),
                 "samples_3d": int(both.sum()), **three}
 
-    module = torch.jit.load(str(torchscript), map_location="cpu").eval()
+    module, label = load_ours(torchscript)
     ours, ours3d = ours_on_boxes(source, model_predictor(module, torch.device("cpu")), limit)
     everyone = np.ones(count, dtype=bool)
-    rows = [row("margipose-lite (ours)", "all", everyone, ours, ours3d)]
+    rows = [row(label, "all", everyone, ours, ours3d)]
     for complexity in complexities:
         preds, preds3d, found = blazepose_preds(source, complexity, limit)
         name = f"blazepose-{NAMES[complexity]}" + (" (the teacher)" if complexity == 2 else "")
         if found.any():
             rows.append(row(name, "found", found, preds, preds3d,
                             detection_rate=float(found.mean())))
-            rows.append(row("margipose-lite (ours)", f"found by {name}", found, ours, ours3d))
+            rows.append(row(label, f"found by {name}", found, ours, ours3d))
     return rows
 
 

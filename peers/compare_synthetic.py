@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from peers.common import NAMES, dataset_parser, write_json
+from peers.common import NAMES, dataset_parser, load_ours, write_json
 from peers.eval_blazepose import predict
 from posecontract.skeleton import EVAL_14
 from training.evaluate import crop_params, model_predictor, protocol_for, run_predictions
@@ -39,11 +39,11 @@ def _row(model: str, subset: str, pred: np.ndarray, gt: np.ndarray, **extra: Any
 
 def compare(source, torchscript: Path, complexities: list[int], limit: int | None
             ) -> list[dict[str, Any]]:
-    module = torch.jit.load(str(torchscript), map_location="cpu").eval()
+    module, label = load_ours(torchscript)
     ours = run_predictions(source, model_predictor(module, torch.device("cpu")),
                            protocol_for(source.name), crop_params(False), batch_size=32,
                            limit=limit)
-    rows = [_row("margipose-lite (ours)", "all", ours.pred, ours.gt)]
+    rows = [_row(label, "all", ours.pred, ours.gt)]
     for complexity in complexities:
         preds, gts, found, seconds = predict(source, complexity, limit)
         if not np.allclose(gts, ours.gt, atol=1e-6):
@@ -53,7 +53,7 @@ def compare(source, torchscript: Path, complexities: list[int], limit: int | Non
             rows.append(_row(name, f"found by {name}", preds[found], gts[found],
                              detection_rate=float(found.mean()),
                              median_seconds=float(np.median(seconds))))
-            rows.append(_row("margipose-lite (ours)", f"found by {name}", ours.pred[found],
+            rows.append(_row(label, f"found by {name}", ours.pred[found],
                              ours.gt[found]))
         else:
             rows.append({"model": name, "subset": "none found", "samples": 0,

@@ -39,14 +39,14 @@ def test_compare_scores_both_models_on_the_same_samples(blazepose_venv, model_re
          "--complexity", "1", "--json", str(out)])
     rows = compare_synthetic.main(args)
     ours = rows[0]
-    assert (ours["model"], ours["subset"], ours["samples"]) == ("margipose-lite (ours)", "all", 3)
+    assert (ours["model"], ours["subset"], ours["samples"]) == (f"{MODEL_NAME} (ours)", "all", 3)
     assert 0 < ours["pa_mpjpe"] <= ours["mpjpe"]  # an untrained model: large, finite errors
     bp = [r for r in rows if r["model"] == "blazepose-full"]
     assert len(bp) == 1
     if bp[0]["samples"]:
         twin = rows[rows.index(bp[0]) + 1]
         # Our model is scored again on exactly the samples BlazePose answered.
-        assert twin["model"] == "margipose-lite (ours)"
+        assert twin["model"] == f"{MODEL_NAME} (ours)"
         assert twin["samples"] == bp[0]["samples"] == round(3 * bp[0]["detection_rate"])
     assert json.loads(out.read_text())["rows"] == rows
     assert compare_synthetic.markdown(rows).count("\n") == len(rows) + 1
