@@ -355,10 +355,7 @@ def convert(graph: Graph, outputs: list[int | str] | None = None) -> TFLiteModul
         needed.add(op.index)
         stack += [i for i in op.inputs if i >= 0 and graph.tensors[i].data is None]
     ops = [op for op in graph.ops if op.index in needed]
-    for op in ops:
-        if op.kind not in SUPPORTED[:-2]:
-            raise UnsupportedOperator(f"operator {op.index} {op.kind} is not supported "
-                                      f"(supported: {', '.join(SUPPORTED)})")
+    for op in ops:  # (an unsupported kind is refused by _module, naming it)
         if len(op.outputs) != 1:
             raise UnsupportedOperator(f"operator {op.index} {op.kind} has {len(op.outputs)} "
                                       "outputs; one is supported")
@@ -375,8 +372,9 @@ def convert(graph: Graph, outputs: list[int | str] | None = None) -> TFLiteModul
             out = free.pop()
         else:
             out, n_slots = n_slots, n_slots + 1
+        module = _module(graph, op, slot, out)
         short = _SHORT[op.kind]
-        modules[f"{short}_{counts.get(short, 0)}"] = _module(graph, op, slot, out)
+        modules[f"{short}_{counts.get(short, 0)}"] = module
         counts[short] = counts.get(short, 0) + 1
         slot[op.outputs[0]] = out
         for i in set(op.inputs):

@@ -82,13 +82,6 @@ class Graph:
                 return t
         raise KeyError(f"no tensor named {key!r} in the graph")
 
-    def producer(self, index: int) -> OpInfo | None:
-        """The operator that writes tensor `index` (None for inputs and constants)."""
-        for op in self.ops:
-            if index in op.outputs:
-                return op
-        return None
-
 
 def _builtin_names() -> dict[int, str]:
     import tflite
