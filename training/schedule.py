@@ -64,11 +64,15 @@ class OneCycle:
         return one_cycle(step, self.total_steps, self.lr_max)
 
     def apply(self, optimiser: Optimizer, step: int) -> tuple[float, float]:
-        """Set lr and momentum of every param group for batch `step` (1-based); return them."""
+        """Set lr and momentum of every param group for batch `step` (1-based); return them.
+
+        A group with an "lr_scale" entry trains at that multiple of the scheduled rate (e.g. a
+        pretrained trunk fine-tuned slower than the heads); the rate returned is the unscaled one.
+        """
         lr, momentum = self(step)
         for group in optimiser.param_groups:
             if "momentum" not in group:
                 raise ValueError(f"{type(optimiser).__name__} has no momentum to schedule")
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
             group["momentum"] = momentum
         return lr, momentum

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 from collections.abc import Callable, Mapping
@@ -49,10 +50,10 @@ CHECKPOINT_NAME = "last.pt"
 # Arguments that define the run: a resumed run must agree on them to continue the same run.
 RUN_DEFINING = ("variant", "train", "epochs", "steps_per_epoch", "batch_size", "source_counts",
                 "lr_max", "seed", "n_stages", "no_axis_permutation", "no_jsd", "freeze",
-                "teacher_depth_weight", "init")
+                "teacher_depth_weight", "init", "trunk_body_lr_scale")
 # Run-defining arguments added later: a checkpoint saved before one existed (so trained without
 # what it switches) resumes under any value.
-ADDED_LATER = ("teacher_depth_weight",)
+ADDED_LATER = ("teacher_depth_weight", "trunk_body_lr_scale")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -94,6 +95,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="keep this part of the pretrained trunk fixed (stride8: stem and blocks "
                         "to stride 8, BatchNorm statistics included; trunk-body: a BlazePose "
                         "trunk's converted network, only its adapter and the heads train)")
+    p.add_argument("--trunk-body-lr-scale", type=float, default=1.0, metavar="S",
+                   help="train a BlazePose trunk's converted network at S times the scheduled "
+                        "learning rate (its adapter and the heads at 1x): fine-tuning pretrained "
+                        "weights that have no BatchNorm to absorb large steps (default 1)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format (faster convolutions on CPU)")
     p.add_argument("--teacher-depth-weight", type=float, default=DEFAULT_TEACHER_DEPTH_WEIGHT,
@@ -254,6 +259,25 @@ def _check_args(args: argparse.Namespace, world_size: int) -> None:
                              f"--batch-size {args.batch_size}")
 
 
+def parameter_groups(model: nn.Module, trunk_body_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: every trained parameter at the scheduled rate, or, with a
+    `trunk_body_lr_scale` other than 1, a BlazePose trunk's converted body in its own group at that
+    multiple (`OneCycle.apply` reads "lr_scale")."""
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not math.isfinite(trunk_body_lr_scale) or trunk_body_lr_scale < 0:
+        raise ValueError(f"--trunk-body-lr-scale must be a finite number >= 0, "
+                         f"not {trunk_body_lr_scale}")
+    if trunk_body_lr_scale == 1.0:
+        return [{"params": [p for _, p in trained]}]
+    body = [p for n, p in trained if n.startswith("trunk.body.")]
+    if not body:
+        raise ValueError("--trunk-body-lr-scale needs a BlazePose trunk whose body trains "
+                         f"({model.cfg.trunk!r} trunk" +
+                         (", body frozen)" if hasattr(model.trunk, "body") else ")"))
+    rest = [p for n, p in trained if not n.startswith("trunk.body.")]
+    return [{"params": rest}, {"params": body, "lr_scale": trunk_body_lr_scale}]
+
+
 def _check_resume(saved: Mapping[str, Any], args: argparse.Namespace) -> None:
     """Raise ValueError when the checkpoint's run differs from the one asked for."""
     now = _jsonable(args)
@@ -333,7 +357,7 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
 
     schedule = OneCycle(args.epochs * args.steps_per_epoch, args.lr_max)
     # SGD without weight decay or Nesterov; lr and momentum are set before every batch.
-    trained = [p for p in net.parameters() if p.requires_grad]
+    trained = parameter_groups(model, args.trunk_body_lr_scale)
     optimiser = torch.optim.SGD(trained, lr=LOW_LR_FRACTION * args.lr_max,
                                 momentum=MOMENTUM_HIGH, weight_decay=0.0, nesterov=False)
     amp = AMP_DTYPES[args.amp]

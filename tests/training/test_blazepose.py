@@ -165,6 +165,15 @@ def test_margipose_on_the_blazepose_trunk(models_dir, tmp_path):
     assert not torch.equal(scratch.trunk.body.ops.conv_0.conv.weight,
                            reference.ops.conv_0.conv.weight)
 
+    # --trunk-body-lr-scale: the converted body in its own, slower group; the rest at 1x.
+    from training.train import parameter_groups
+
+    groups = parameter_groups(model, 1e-4)
+    body_ids = {id(p) for n, p in model.named_parameters() if n.startswith("trunk.body.")}
+    assert {id(p) for p in groups[1]["params"]} == body_ids and groups[1]["lr_scale"] == 1e-4
+    assert {id(p) for p in groups[0]["params"]}.isdisjoint(body_ids)
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+
     # Frozen body: only the adapter and the heads train.
     count = freeze(model, "trunk-body")
     body = {n for n, _ in model.named_parameters() if n.startswith("trunk.body.")}
@@ -172,6 +181,8 @@ def test_margipose_on_the_blazepose_trunk(models_dir, tmp_path):
     assert all(p.requires_grad == (n not in body) for n, p in model.named_parameters())
     with pytest.raises(ValueError, match="needs a efficientnet-lite0 trunk"):
         freeze(model, "stride8")
+    with pytest.raises(ValueError, match="whose body trains .*body frozen"):
+        parameter_groups(model, 0.1)
 
     # The model card names the trunk's source, version and licence.
     from training.export import model_card

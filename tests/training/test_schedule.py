@@ -47,6 +47,16 @@ def test_apply_sets_every_param_group() -> None:
         assert (group["lr"], group["momentum"]) == pytest.approx((1.0, 0.85))
 
 
+def test_apply_scales_a_groups_rate_by_its_lr_scale() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr_scale": 1e-3}], lr=1.0,
+                          momentum=0.9)
+    # The returned rate is the schedule's own; the scaled group trains at 1/1000 of it.
+    assert OneCycle(total_steps=100, lr_max=2.0).apply(opt, 45) == pytest.approx((2.0, 0.85))
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2.0, 2e-3])
+    assert [g["momentum"] for g in opt.param_groups] == pytest.approx([0.85, 0.85])
+
+
 def test_apply_refuses_optimisers_without_momentum() -> None:
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     with pytest.raises(ValueError, match="Adam has no momentum"):

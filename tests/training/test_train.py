@@ -293,6 +293,21 @@ def test_two_gloo_ranks_match_one_process_on_the_same_global_batch(tmp_path: Pat
             torch.testing.assert_close(b[key], value, rtol=1e-9, atol=1e-12, msg=key)
 
 
+def test_trunk_body_lr_scale_is_checked() -> None:
+    from training.model import build_model
+    from training.train import parameter_groups
+
+    model = build_model(_tiny_config(), pretrained=False)
+    # Scale 1 (the default): one group with every parameter, as before the option existed.
+    (group,) = parameter_groups(model)
+    assert len(group["params"]) == len(list(model.parameters())) and "lr_scale" not in group
+    with pytest.raises(ValueError, match="needs a BlazePose trunk .*'efficientnet-lite0' trunk"):
+        parameter_groups(model, 0.1)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="must be a finite number >= 0"):
+            parameter_groups(model, bad)
+
+
 def test_freeze_keeps_the_stride8_trunk_and_its_statistics_fixed(tmp_path: Path) -> None:
     from training.model import build_model
     from training.train import seed_all
