@@ -51,6 +51,11 @@ def test_committed_model_honours_the_contract(path):
     model = torch.jit.load(str(path), _extra_files=files)
     card = json.loads(files["model.json"])
     assert card["name"] == path.parents[1].name
+    assert card["version"] == int(path.parent.name)
+    if card["model_config"]["trunk"].startswith("blazepose"):
+        # Converted third-party weights: the card names their source, version and licence.
+        trunk = card["trunk_weights"]
+        assert trunk["licence"] == "Apache-2.0" and trunk["sha256"] and trunk["source"]
     assert card["training"]["train"], "the card must say which data trained the weights"
     assert path.stat().st_size <= 25 * 2**20
     images = torch.zeros((2, *INPUT.dims), dtype=torch.uint8)
