@@ -269,12 +269,13 @@ def parameter_groups(model: nn.Module, trunk_body_lr_scale: float = 1.0) -> list
                          f"not {trunk_body_lr_scale}")
     if trunk_body_lr_scale == 1.0:
         return [{"params": [p for _, p in trained]}]
-    body = [p for n, p in trained if n.startswith("trunk.body.")]
+    body_prefixes = tuple(f"{path}." for path in FREEZABLE["trunk-body"])
+    body = [p for n, p in trained if n.startswith(body_prefixes)]
     if not body:
         raise ValueError("--trunk-body-lr-scale needs a BlazePose trunk whose body trains "
                          f"({model.cfg.trunk!r} trunk" +
                          (", body frozen)" if hasattr(model.trunk, "body") else ")"))
-    rest = [p for n, p in trained if not n.startswith("trunk.body.")]
+    rest = [p for n, p in trained if not n.startswith(body_prefixes)]
     return [{"params": rest}, {"params": body, "lr_scale": trunk_body_lr_scale}]
 
 
