@@ -11,8 +11,7 @@ from poseclient.results import PredictResult
 from service.core import DRAFT_MIN_SIDE
 from service.errors import ServiceError
 from service.imaging import decode_image
-from service.render import render_pose_png
-from service.schemas import PredictResponse
+from service.render import Scene, ScenePerson, render_pose_png
 from service.settings import Settings
 
 
@@ -26,5 +25,13 @@ def render_result(image: bytes, result: PredictResult, joint: str) -> bytes:
     except ServiceError as exc:
         raise BadInput(f"Cannot draw over the image: {exc.message}") from None
     maps = result.persons[0].heatmaps if result.persons else None
-    return render_pose_png(decoded.image, PredictResponse.model_validate(result.to_json()),
-                           joint, maps)
+    return render_pose_png(decoded.image, scene(result), joint, maps)
+
+
+def scene(result: PredictResult) -> Scene:
+    """What the renderer draws of a client's result."""
+    return Scene(result.width, result.height, [
+        ScenePerson((p.box.x, p.box.y, p.box.w, p.box.h), p.as_array("pixel"),
+                    p.as_array("relative_mm"), p.as_array("normalised"))
+        for p in result.persons
+    ])

@@ -18,6 +18,7 @@ from poseclient.results import ModelDescription, PredictResult
 from service.__main__ import make_backend
 from service.core import PoseService
 from service.errors import ServiceError
+from service.rest import encode
 from service.schemas import PredictOptions, parse_options
 from service.settings import Settings
 
@@ -86,7 +87,7 @@ class LocalService:
         """The poses in an encoded image, as PredictResult."""
         response = self._run(self.service.predict(image, None,
                                                   service_options(options, self.timeout)))
-        return PredictResult.from_json(response.model_dump(mode="json"))
+        return PredictResult.from_json(encode.predict_response(response).model_dump(mode="json"))
 
     def render(self, image: bytes, options: Options, joint: str) -> bytes:
         """The PNG `/v1/render` would answer: the service's own renderer."""
@@ -94,7 +95,8 @@ class LocalService:
                                              service_options(options, self.timeout), joint))
 
     def model(self) -> ModelDescription:
-        return ModelDescription.from_json(self.service.model_description())
+        return ModelDescription.from_json(
+            encode.model_description(self.service.model_description()))
 
     def _run(self, coro: Awaitable[T]) -> T:
         try:

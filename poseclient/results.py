@@ -7,12 +7,13 @@ messages to that shape first), so `PredictResult.to_json()` is the REST response
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from poseapi import heatmaps as wire_heatmaps
+from poseapi.values import Box, ModelInfo
 from posecontract.geometry import Intrinsics
 
 JointField = Literal["pixel", "camera_mm", "relative_mm", "normalised", "uncertainty_mm"]
@@ -30,16 +31,6 @@ class Joint:
     normalised: tuple[float, float, float]
     uncertainty_mm: tuple[float, float, float]
     """One standard deviation per camera axis (X, Y, Z), from the marginal heatmaps' spread."""
-
-
-@dataclass(frozen=True)
-class Box:
-    """A person box in original-image pixels: top-left corner and size."""
-
-    x: float
-    y: float
-    w: float
-    h: float
 
 
 @dataclass(frozen=True)
@@ -70,13 +61,6 @@ class Person:
         if joint not in self.joints:
             raise ValueError(f"Unknown joint {joint!r}; joints are {', '.join(self.joints)}")
         return self.heatmaps[:, list(self.joints).index(joint)]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    version: str
-    backend: str
 
 
 @dataclass(frozen=True)
@@ -164,16 +148,5 @@ def _person(p: dict[str, Any]) -> Person:
 
 def decode_heatmaps(h: dict[str, Any]) -> np.ndarray:
     """Decode the API's heatmaps (f16 or png) to float32 of their `shape` (3, 17, 32, 32)."""
-    shape = tuple(int(s) for s in h["shape"])
-    data = base64.b64decode(h["data"])
-    if h["format"] == "f16":
-        return np.frombuffer(data, dtype="<f2").reshape(shape).astype(np.float32)
-    if h["format"] == "png":
-        from PIL import Image  # only PNG heatmaps need Pillow
-
-        planes, joints, rows, cols = shape
-        mosaic = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64)  # (3*32, 17*32)
-        tiles = mosaic.reshape(planes, rows, joints, cols).transpose(0, 2, 1, 3) / 65535.0
-        scale = np.asarray(h["scale"], dtype=np.float64).reshape(planes, joints, 1, 1)
-        return (tiles * scale).astype(np.float32)
-    raise ValueError(f"Unknown heatmap format {h['format']!r}; expected f16 or png")
+    return wire_heatmaps.decode(h["format"], h["shape"], base64.b64decode(h["data"]),
+                                h.get("scale"))

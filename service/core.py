@@ -1,14 +1,13 @@
 """The transport-free core: decode, crop, batch, infer, turn heatmaps into joints.
 
 REST and gRPC adapters convert their inputs to `PredictOptions` + image bytes, call
-`PoseService.predict`, and convert the `PredictResponse` back; errors are `ServiceError`s.
+`PoseService.predict`, and encode the typed `PoseResult` (service.results) in their own wire
+format; errors are `ServiceError`s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image
 
 from posecontract.geometry import Crop, Intrinsics, make_crop
 from posecontract.layout import INPUT_SIZE
@@ -26,18 +24,9 @@ from service.batching import Batcher, Reservation
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest
 from service.imaging import DecodedImage, crop_for_model, decode_image
 from service.postprocess import PersonPose, person_pose
-from service.render import render_pose_png
-from service.schemas import (
-    Box,
-    CameraIntrinsics,
-    Heatmaps,
-    Joint,
-    Person,
-    PredictOptions,
-    PredictResponse,
-    check_options,
-    check_timeout,
-)
+from service.render import Scene, ScenePerson, render_pose_png
+from service.results import Box, ModelDescription, ModelInfo, PersonResult, PoseResult
+from service.schemas import PredictOptions, check_options, check_timeout
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -90,20 +79,14 @@ class PoseService:
             log.exception("backend readiness check failed")
             return False
 
-    def model_description(self) -> dict:
+    def model_description(self) -> ModelDescription:
         info = self.backend.info()
-        return {
-            "name": info.name,
-            "version": info.version,
-            "backend": self.backend.kind,
-            "input_size": INPUT_SIZE,
-            "joints": list(JOINT_NAMES),
-            "parents": list(PARENTS),
-            "card": info.card,
-        }
+        return ModelDescription(name=info.name, version=info.version, backend=self.backend.kind,
+                                input_size=INPUT_SIZE, joints=tuple(JOINT_NAMES),
+                                parents=tuple(PARENTS), card=info.card)
 
     async def predict(self, data: bytes, content_type: str | None,
-                      options: PredictOptions) -> PredictResponse:
+                      options: PredictOptions) -> PoseResult:
         """Estimate the pose of each requested person (or of the one person found)."""
         return (await self._predict(data, content_type, options))[0]
 
@@ -112,17 +95,17 @@ class PoseService:
         """A PNG of the poses: 2D overlay, 3D view and the first person's heatmaps of `joint`."""
         if joint not in JOINT_NAMES:
             raise InvalidRequest(f"Unknown joint {joint!r}; joints are {', '.join(JOINT_NAMES)}")
+        # Drawn as the wire's float16 heatmaps would be, so a client's drawing matches.
         options = options.model_copy(update={"heatmaps": "f16"})
-        response, decoded = await self._predict(data, content_type, options)
+        result, decoded = await self._predict(data, content_type, options)
         maps = None
-        if response.persons:
-            hm = response.persons[0].heatmaps
-            maps = np.frombuffer(base64.b64decode(hm.data), "<f2").reshape(hm.shape)
-            maps = maps.astype(np.float32)
-        return await asyncio.to_thread(render_pose_png, decoded.image, response, joint, maps)
+        if result.persons:
+            maps = result.persons[0].heatmaps.astype(np.float16).astype(np.float32)
+        return await asyncio.to_thread(render_pose_png, decoded.image, scene(result), joint,
+                                       maps)
 
     async def _predict(self, data: bytes, content_type: str | None, options: PredictOptions
-                       ) -> tuple[PredictResponse, DecodedImage]:
+                       ) -> tuple[PoseResult, DecodedImage]:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         timeout = self.settings.request_timeout_s
@@ -146,7 +129,7 @@ class PoseService:
 
     async def _serve(self, data: bytes, content_type: str | None, options: PredictOptions,
                      deadline: float, start: float, reservation: Reservation
-                     ) -> tuple[PredictResponse, DecodedImage]:
+                     ) -> tuple[PoseResult, DecodedImage]:
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
@@ -162,7 +145,7 @@ class PoseService:
         intrinsics, k_source = self._intrinsics(options, decoded)
 
         if options.boxes:
-            boxes = [(b, "request") for b in options.boxes]
+            boxes = [(Box(b.x, b.y, b.w, b.h), "request") for b in options.boxes]
             crops = [_crop_around(intrinsics, b, decoded) for b in options.boxes]
             passes = await self._run(decoded, crops, deadline, timings, "model", reservation)
         else:
@@ -186,16 +169,13 @@ class PoseService:
         timings["postprocess"] = _ms(t)
         timings["total"] = _ms(start)
         info = self.backend.info()
-        response = PredictResponse(
-            model={"name": info.name, "version": info.version, "backend": self.backend.kind},
-            image={"width": decoded.width, "height": decoded.height},
-            intrinsics=CameraIntrinsics(fx=intrinsics.fx, fy=intrinsics.fy,
-                                        cx=intrinsics.cx, cy=intrinsics.cy),
-            intrinsics_source=k_source,
-            persons=persons,
-            timings_ms=timings,
+        result = PoseResult(
+            model=ModelInfo(info.name, info.version, self.backend.kind),
+            width=decoded.width, height=decoded.height,
+            intrinsics=intrinsics, intrinsics_source=k_source,
+            persons=persons, timings_ms=timings, heatmap_format=options.heatmaps,
         )
-        return response, decoded
+        return result, decoded
 
     def _intrinsics(self, options: PredictOptions, decoded: DecodedImage
                     ) -> tuple[Intrinsics, str]:
@@ -223,29 +203,20 @@ class PoseService:
         timings[label] = _ms(t)
         return [_Pass(c, {k: v[i] for k, v in outputs.items()}) for i, c in enumerate(crops)]
 
-    def _person(self, p: _Pass, box: Box, source: str, options: PredictOptions) -> Person:
+    def _person(self, p: _Pass, box: Box, source: str, options: PredictOptions
+                ) -> PersonResult:
         pose: PersonPose = person_pose(p.outputs["coords"], p.outputs["coord_std"], p.crop,
                                        options.root_depth_mm)
-        joints = [
-            Joint(name=name, pixel=tuple(pose.pixels[j]), camera_mm=tuple(pose.camera_mm[j]),
-                  relative_mm=tuple(pose.relative_mm[j]), normalised=tuple(pose.normalised[j]),
-                  uncertainty_mm=tuple(pose.uncertainty_mm[j]))
-            for j, name in enumerate(JOINT_NAMES)
-        ]
         centre = np.linalg.inv(p.crop.pixel_matrix) @ np.array([INPUT_SIZE / 2, INPUT_SIZE / 2, 1])
         side = INPUT_SIZE / abs(np.linalg.det(p.crop.pixel_matrix[:2, :2])) ** 0.5
         heatmaps = None
         if options.heatmaps != "none":
             if any(k not in p.outputs for k in HEATMAP_KEYS):
                 raise BackendUnavailable("The backend did not return heatmaps")
-            stack = np.stack([p.outputs[k] for k in HEATMAP_KEYS])  # (3, 17, 32, 32)
-            heatmaps = encode_heatmaps(stack, options.heatmaps)
-        return Person(
-            box=box, box_source=source,
-            crop={"centre": [float(centre[0]), float(centre[1])], "side": float(side)},
-            root_depth_mm=pose.root_depth_mm, root_depth_source=pose.root_depth_source,
-            joints=joints, heatmaps=heatmaps,
-        )
+            heatmaps = np.stack([p.outputs[k] for k in HEATMAP_KEYS]).astype(np.float32)
+        return PersonResult(box=box, box_source=source,
+                            crop_centre=(float(centre[0]), float(centre[1])),
+                            crop_side=float(side), pose=pose, heatmaps=heatmaps)
 
 
 async def _in_thread(deadline: float, step: str, work: Callable[[], T]) -> T:
@@ -281,24 +252,10 @@ def _joint_box(pixels: np.ndarray) -> Box:
     return Box(x=float(lo[0]), y=float(lo[1]), w=float(hi[0] - lo[0]), h=float(hi[1] - lo[1]))
 
 
-def encode_heatmaps(stack: np.ndarray, fmt: str) -> Heatmaps:
-    """Encode (3, 17, 32, 32) marginals as base64 float16, or as a 16-bit PNG of tiles.
-
-    The PNG has 3 rows (xy, zy, xz) of 17 tiles (joints); each tile is scaled so its peak is
-    65535 and `scale` gives that peak's probability, so values are recoverable to 1/65535.
-    """
-    shape = list(stack.shape)
-    if fmt == "f16":
-        data = stack.astype("<f2").tobytes()
-        return Heatmaps(format="f16", shape=shape, dtype="float16",
-                        data=base64.b64encode(data).decode())
-    planes, joints, h, w = stack.shape
-    peaks = stack.reshape(planes, joints, -1).max(axis=-1)
-    scaled = stack / np.maximum(peaks, 1e-30)[..., None, None]
-    tiles = np.round(scaled * 65535).astype(np.uint16)  # (3, 17, 32, 32)
-    mosaic = tiles.transpose(0, 2, 1, 3).reshape(planes * h, joints * w)
-    buf = io.BytesIO()
-    Image.fromarray(mosaic).save(buf, format="PNG")  # mode I;16 from uint16
-    return Heatmaps(format="png", shape=shape, dtype="uint16",
-                    data=base64.b64encode(buf.getvalue()).decode(),
-                    scale=[float(v) for v in peaks.reshape(-1)])
+def scene(result: PoseResult) -> Scene:
+    """What the renderer draws of a result."""
+    return Scene(result.width, result.height, [
+        ScenePerson((p.box.x, p.box.y, p.box.w, p.box.h), p.pose.pixels, p.pose.relative_mm,
+                    p.pose.normalised)
+        for p in result.persons
+    ])

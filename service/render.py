@@ -1,6 +1,7 @@
 """Draw a pose response as one PNG for people: the image, a 3D view and the marginals.
 
-`render_pose_png` is pure: it takes the oriented image, the `PredictResponse` and, optionally,
+`render_pose_png` is pure: it takes the oriented image, the `Scene` to draw (the image size and
+each person's box and joints, from the core's result or from a client's) and, optionally,
 the first person's marginal heatmaps, and returns a PNG of `panels * size` x `size` pixels:
 
 1. image: the picture scaled to fit the panel and centred; each person's box (thin, in the
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from posecontract.skeleton import BONES, JOINT_NAMES
-from service.schemas import Person, PredictResponse
 
 RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -55,7 +57,26 @@ _LUT_RGB = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (25
                     dtype=np.float64)
 
 
-def render_pose_png(image: Image.Image, response: PredictResponse, joint: str = "left_wrist",
+@dataclass(frozen=True, eq=False)
+class ScenePerson:
+    """What is drawn of one person; joints in skeleton order (`JOINT_NAMES`)."""
+
+    box: tuple[float, float, float, float]  # x, y, w, h in original-image pixels
+    pixels: np.ndarray       # (17, 2) original-image pixels
+    relative_mm: np.ndarray  # (17, 3) camera-space offsets from the pelvis
+    normalised: np.ndarray   # (17, 3) the model's output, in (-1, 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """The persons of one image, whose joints are in pixels of a `width` x `height` image."""
+
+    width: int
+    height: int
+    persons: Sequence[ScenePerson]
+
+
+def render_pose_png(image: Image.Image, response: Scene, joint: str = "left_wrist",
                     heatmaps: np.ndarray | None = None, size: int = 512) -> bytes:
     """Render `response` over `image` (the EXIF-oriented original) as PNG bytes.
 
@@ -117,10 +138,9 @@ def view_matrix(azimuth_deg: float = AZIMUTH_DEG,
     ])
 
 
-def _joints(person: Person, field: str) -> np.ndarray:
-    """One field of a person's joints in canonical order, (17, 2) or (17, 3)."""
-    by_name = {j.name: getattr(j, field) for j in person.joints}
-    return np.array([by_name[name] for name in JOINT_NAMES], dtype=np.float64)
+def _joints(person: ScenePerson, field: str) -> np.ndarray:
+    """One field of a person's joints in skeleton order, (17, 2) or (17, 3), as float64."""
+    return np.asarray(getattr(person, field), dtype=np.float64)
 
 
 def _nice(x: float) -> float:
@@ -146,7 +166,7 @@ def _dot(draw: ImageDraw.ImageDraw, p: np.ndarray, r: float, colour: RGB) -> Non
     draw.ellipse((p[0] - r, p[1] - r, p[0] + r, p[1] + r), fill=colour, outline=(0, 0, 0))
 
 
-def _image_panel(image: Image.Image, response: PredictResponse, size: int,
+def _image_panel(image: Image.Image, response: Scene, size: int,
                  font: Font) -> Image.Image:
     """The image scaled to fit, centred, with every person's box and 2D skeleton."""
     panel = Image.new("RGB", (size, size), BACKGROUND)
@@ -156,18 +176,17 @@ def _image_panel(image: Image.Image, response: PredictResponse, size: int,
     panel.paste(image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0),
                 tuple(int(v) for v in offset))
     # Joint pixels are in the response's image frame; the image given may be a smaller copy.
-    ref = np.array([response.image.get("width", image.width),
-                    response.image.get("height", image.height)], dtype=np.float64)
+    ref = np.array([response.width, response.height], dtype=np.float64)
     to_panel = np.array([w, h]) / ref
     draw = ImageDraw.Draw(panel)
     width, radius = max(2, size // 170), max(2, size // 128)
     for i, person in enumerate(response.persons):
         colour = PERSON_COLOURS[i % len(PERSON_COLOURS)]
-        b = person.box
-        corners = offset + np.array([[b.x, b.y], [b.x + b.w, b.y + b.h]]) * to_panel
+        bx, by, bw, bh = person.box
+        corners = offset + np.array([[bx, by], [bx + bw, by + bh]]) * to_panel
         draw.rectangle(tuple(corners.reshape(-1)), outline=colour, width=1)
         _label(draw, (corners[0, 0] + 2, corners[0, 1] + 2), f"#{i}", font, colour)
-        pts = offset + _joints(person, "pixel") * to_panel  # (17, 2) panel pixels
+        pts = offset + _joints(person, "pixels") * to_panel  # (17, 2) panel pixels
         for child, parent in BONES:
             draw.line([tuple(pts[child]), tuple(pts[parent])],
                       fill=side_colour(JOINT_NAMES[child]), width=width)
@@ -180,7 +199,7 @@ def _image_panel(image: Image.Image, response: PredictResponse, size: int,
     return panel
 
 
-def _view_panel(response: PredictResponse, size: int, font: Font) -> Image.Image:
+def _view_panel(response: Scene, size: int, font: Font) -> Image.Image:
     """Root-relative skeletons in 3D over a floor grid, with axes and a scale bar."""
     panel = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(panel)
@@ -253,7 +272,7 @@ def _view_panel(response: PredictResponse, size: int, font: Font) -> Image.Image
     return panel
 
 
-def _heatmap_panel(maps: np.ndarray, response: PredictResponse, joint: str, size: int,
+def _heatmap_panel(maps: np.ndarray, response: Scene, joint: str, size: int,
                    font: Font) -> Image.Image:
     """The three (H, W) marginals of one joint, colour-mapped, with the prediction marked."""
     panel = Image.new("RGB", (size, size), BACKGROUND)

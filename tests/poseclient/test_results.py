@@ -5,9 +5,9 @@ import base64
 import numpy as np
 import pytest
 
+from poseapi import heatmaps as wire_heatmaps
 from poseclient.results import Box, Joint, Person, decode_heatmaps
 from posecontract.skeleton import JOINT_NAMES
-from service.core import encode_heatmaps
 
 
 def _marginals(seed: int = 0) -> np.ndarray:
@@ -17,16 +17,23 @@ def _marginals(seed: int = 0) -> np.ndarray:
     return (maps / maps.sum(axis=(-1, -2), keepdims=True)).astype(np.float32)
 
 
+def _sent(maps: np.ndarray, fmt: str) -> dict:
+    """The heatmaps as REST's JSON carries them."""
+    payload = wire_heatmaps.encode(maps, fmt)
+    return {"format": payload.format, "shape": list(payload.shape), "dtype": payload.dtype,
+            "data": base64.b64encode(payload.data).decode(), "scale": payload.scale}
+
+
 def test_f16_heatmaps_decode_to_the_values_sent():
     maps = _marginals()
-    decoded = decode_heatmaps(encode_heatmaps(maps, "f16").model_dump())
+    decoded = decode_heatmaps(_sent(maps, "f16"))
     assert decoded.dtype == np.float32 and decoded.shape == (3, 17, 32, 32)
     assert np.array_equal(decoded, maps.astype(np.float16).astype(np.float32))
 
 
 def test_png_heatmaps_decode_to_within_a_65535th_of_each_peak():
     maps = _marginals(1)
-    decoded = decode_heatmaps(encode_heatmaps(maps, "png").model_dump())
+    decoded = decode_heatmaps(_sent(maps, "png"))
     peaks = maps.max(axis=(-1, -2), keepdims=True)
     assert np.all(np.abs(decoded - maps) <= peaks / 65535 * 0.51 + 1e-9)
     # The planes and joints are not mixed up: each tile's argmax is where it was.

@@ -15,7 +15,7 @@ from PIL import Image
 
 from posecontract.geometry import Intrinsics
 from posecontract.layout import INPUT_SIZE
-from posecontract.skeleton import NUM_JOINTS, joint_index
+from posecontract.skeleton import JOINT_NAMES, NUM_JOINTS, joint_index
 from service.backends.base import ModelInfo
 from service.core import PoseService
 from service.errors import InvalidRequest
@@ -87,16 +87,17 @@ def test_joints_come_back_where_they_were_drawn(box):
     result = asyncio.run(_predict(data, PredictOptions(
         boxes=[Box(x=x, y=y, w=w, h=h)], intrinsics=k, root_depth_mm=4000)))
     (person,) = result.persons
-    joints = {j.name: j for j in person.joints}
+    pose = person.pose
+    pixels = dict(zip(JOINT_NAMES, pose.pixels, strict=True))
     for name, (u, v) in centres.items():
-        assert joints[name].pixel == pytest.approx((u, v), abs=0.75), name
+        assert tuple(pixels[name]) == pytest.approx((u, v), abs=0.75), name
     # The 3D joints project back onto the 2D joints with the request's camera.
     camera = Intrinsics(k.fx, k.fy, k.cx, k.cy)
-    for j in person.joints:
-        assert camera.project(np.array(j.camera_mm)) == pytest.approx(j.pixel, abs=1e-6)
+    for camera_mm, pixel in zip(pose.camera_mm, pose.pixels, strict=True):
+        assert camera.project(np.array(camera_mm)) == pytest.approx(pixel, abs=1e-6)
         # z = 0 for every joint means every joint at the root depth
-        assert j.camera_mm[2] == pytest.approx(4000)
-    assert person.crop["side"] == pytest.approx(1.5 * max(w, h))
+        assert camera_mm[2] == pytest.approx(4000)
+    assert person.crop_side == pytest.approx(1.5 * max(w, h))
 
 
 def test_auto_crop_finds_the_person_again():
@@ -105,16 +106,16 @@ def test_auto_crop_finds_the_person_again():
     result = asyncio.run(_predict(_blob_image(640, 480, centres), PredictOptions()))
     (person,) = result.persons
     assert person.box_source == "auto"
-    joints = {j.name: j for j in person.joints}
+    pixels = dict(zip(JOINT_NAMES, person.pose.pixels, strict=True))
     for name, (u, v) in centres.items():
-        assert joints[name].pixel == pytest.approx((u, v), abs=1.5), name
+        assert tuple(pixels[name]) == pytest.approx((u, v), abs=1.5), name
     assert result.intrinsics_source == "default_fov"
     # Joints other than the blobs sit at the crop centre: no knee-neck length to measure, so
     # the depth falls back to the crop-size prior (a 2.55 m wide crop at the pelvis).
-    assert person.root_depth_source == "crop_size_prior"
-    side = person.crop["side"]
+    assert person.pose.root_depth_source == "crop_size_prior"
+    side = person.crop_side
     focal = result.intrinsics.fx * INPUT_SIZE / side
-    assert person.root_depth_mm == pytest.approx(2550 * focal / INPUT_SIZE)
+    assert person.pose.root_depth_mm == pytest.approx(2550 * focal / INPUT_SIZE)
 
 
 def test_options_are_checked_against_the_image():

@@ -15,12 +15,13 @@ from service.render import (
     MARKER,
     PERSON_COLOURS,
     RIGHT,
+    Scene,
+    ScenePerson,
     colourise,
     render_pose_png,
     side_colour,
     view_matrix,
 )
-from service.schemas import Box, CameraIntrinsics, Joint, Person, PredictResponse
 
 WIDTH, HEIGHT = 640, 480
 FOCAL, ROOT_DEPTH = 1000.0, 4000.0
@@ -39,30 +40,19 @@ STANDING_MM = {
 }
 
 
-def make_person(shift_x_mm: float = 0.0) -> Person:
+def make_person(shift_x_mm: float = 0.0) -> ScenePerson:
     """A standing person at ROOT_DEPTH, with pixels projected through the pinhole."""
-    joints = []
-    for name in JOINT_NAMES:
-        rel = np.array(STANDING_MM[name], dtype=float)
-        cam = rel + (shift_x_mm, 0.0, ROOT_DEPTH)
-        pixel = (FOCAL * cam[0] / cam[2] + WIDTH / 2, FOCAL * cam[1] / cam[2] + HEIGHT / 2)
-        joints.append(Joint(name=name, pixel=pixel, camera_mm=tuple(cam),
-                            relative_mm=tuple(rel), normalised=(0.0, 0.0, 0.0),
-                            uncertainty_mm=(10.0, 10.0, 30.0)))
-    pixels = np.array([j.pixel for j in joints])
+    rel = np.array([STANDING_MM[name] for name in JOINT_NAMES], dtype=float)
+    cam = rel + (shift_x_mm, 0.0, ROOT_DEPTH)
+    pixels = np.stack([FOCAL * cam[:, 0] / cam[:, 2] + WIDTH / 2,
+                       FOCAL * cam[:, 1] / cam[:, 2] + HEIGHT / 2], axis=-1)
     lo, hi = pixels.min(axis=0), pixels.max(axis=0)
-    return Person(box=Box(x=lo[0], y=lo[1], w=hi[0] - lo[0], h=hi[1] - lo[1]),
-                  box_source="request", crop={"centre": list((lo + hi) / 2), "side": 600.0},
-                  root_depth_mm=ROOT_DEPTH, root_depth_source="request", joints=joints)
+    return ScenePerson(box=(lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]), pixels=pixels,
+                       relative_mm=rel, normalised=np.zeros((len(JOINT_NAMES), 3)))
 
 
-def make_response(persons: list[Person]) -> PredictResponse:
-    return PredictResponse(
-        model={"name": "test", "version": "1", "backend": "none"},
-        image={"width": WIDTH, "height": HEIGHT},
-        intrinsics=CameraIntrinsics(fx=FOCAL, fy=FOCAL, cx=WIDTH / 2, cy=HEIGHT / 2),
-        intrinsics_source="request", persons=persons, timings_ms={},
-    )
+def make_response(persons: list[ScenePerson]) -> Scene:
+    return Scene(WIDTH, HEIGHT, persons)
 
 
 def blank_image() -> Image.Image:
@@ -95,7 +85,7 @@ def test_image_panel_draws_joints_where_they_project():
     # The image is scaled to fit and centred: 640x480 -> 256x192, 32 rows above it.
     scale, top = SIZE / WIDTH, (SIZE - HEIGHT * SIZE / WIDTH) / 2
     for name in ("left_ankle", "right_wrist", "head_top"):
-        u, v = person.joints[JOINT_NAMES.index(name)].pixel
+        u, v = person.pixels[JOINT_NAMES.index(name)]
         found = where(panel, side_colour(name))
         distance = np.hypot(found[:, 1] - u * scale, found[:, 0] - (v * scale + top)).min()
         assert distance <= 2, name
@@ -142,7 +132,7 @@ def test_heatmap_marker_sits_on_the_peak_cell():
     maps[2, j, z, col_x] = 1.0      # xz: rows z, columns x
     person = make_person()
     centre = lambda cell: (2 * cell + 1) / 32 - 1  # noqa: E731
-    person.joints[j].normalised = (centre(col_x), centre(row_y), centre(z))
+    person.normalised[j] = (centre(col_x), centre(row_y), centre(z))
     out = decode(render_pose_png(blank_image(), make_response([person]), joint="left_wrist",
                                  heatmaps=maps, size=SIZE))
     panel = out[:, 2 * SIZE:]

@@ -15,7 +15,6 @@ inline, RESOURCE_EXHAUSTED with retry_after). Health and reflection stay open.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import math
 import time
@@ -25,7 +24,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,9 +33,10 @@ from service import logs
 from service.access import Access, Authenticator, RateLimiter
 from service.core import PoseService
 from service.errors import InvalidRequest, ServiceError
+from service.grpc import encode
 from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from service.metrics import Metrics
-from service.schemas import Person, PredictOptions, PredictResponse, parse_options
+from service.schemas import PredictOptions, parse_options
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,12 +53,7 @@ MESSAGE_OVERHEAD_BYTES = 64 * 1024
 STREAM_WINDOW = 4  # frames of one stream in the core at once (they may share batches)
 READINESS_POLL_S = 1.0  # how often the health service asks the backend whether it is ready
 
-_HEATMAPS_IN = {
-    pose_pb2.HEATMAP_FORMAT_NONE: "none",
-    pose_pb2.HEATMAP_FORMAT_F16: "f16",
-    pose_pb2.HEATMAP_FORMAT_PNG: "png",
-}
-_HEATMAPS_OUT = {name: value for value, name in _HEATMAPS_IN.items()}
+_HEATMAPS_IN = {value: name for name, value in encode.HEATMAP_FORMATS.items()}
 _FIELDS = [f.name for f in pose_pb2.PredictRequest.DESCRIPTOR.fields]
 
 
@@ -111,70 +105,6 @@ def options_from_request(request: pose_pb2.PredictRequest) -> PredictOptions:
         if request.HasField(name):
             raw[name] = getattr(request, name)
     return parse_options(raw)
-
-
-def response_to_proto(result: PredictResponse, request_id: str) -> pose_pb2.PredictResponse:
-    """Convert the core's response to its pose.v1 message."""
-    k = result.intrinsics
-    return pose_pb2.PredictResponse(
-        model=pose_pb2.ModelInfo(**result.model),
-        image=pose_pb2.ImageSize(**result.image),
-        intrinsics=pose_pb2.CameraIntrinsics(fx=k.fx, fy=k.fy, cx=k.cx, cy=k.cy),
-        intrinsics_source=result.intrinsics_source,
-        persons=[_person_to_proto(p) for p in result.persons],
-        timings_ms=result.timings_ms,
-        request_id=request_id,
-    )
-
-
-def _person_to_proto(person: Person) -> pose_pb2.Person:
-    b = person.box
-    centre = person.crop["centre"]
-    message = pose_pb2.Person(
-        box=pose_pb2.Box(x=b.x, y=b.y, w=b.w, h=b.h),
-        box_source=person.box_source,
-        crop=pose_pb2.Crop(centre=pose_pb2.Vec2(x=centre[0], y=centre[1]),
-                           side=person.crop["side"]),
-        root_depth_mm=person.root_depth_mm,
-        root_depth_source=person.root_depth_source,
-        joints=[
-            pose_pb2.Joint(name=j.name, pixel=pose_pb2.Vec2(x=j.pixel[0], y=j.pixel[1]),
-                           camera_mm=_vec3(j.camera_mm), relative_mm=_vec3(j.relative_mm),
-                           normalised=_vec3(j.normalised), uncertainty_mm=_vec3(j.uncertainty_mm))
-            for j in person.joints
-        ],
-    )
-    if person.heatmaps is not None:
-        h = person.heatmaps
-        # The core encodes for JSON; gRPC carries the bytes themselves.
-        message.heatmaps.CopyFrom(pose_pb2.Heatmaps(
-            format=_HEATMAPS_OUT[h.format], shape=h.shape, dtype=h.dtype,
-            data=base64.b64decode(h.data), scale=h.scale or [],
-        ))
-    return message
-
-
-def _vec3(v: tuple[float, float, float]) -> pose_pb2.Vec3:
-    return pose_pb2.Vec3(x=v[0], y=v[1], z=v[2])
-
-
-def model_to_proto(description: dict) -> pose_pb2.ModelDescription:
-    """Convert `PoseService.model_description()` to its pose.v1 message."""
-    card = struct_pb2.Struct()
-    card.update(description["card"])
-    return pose_pb2.ModelDescription(
-        name=description["name"], version=description["version"],
-        backend=description["backend"], input_size=description["input_size"],
-        joints=description["joints"], parents=description["parents"], card=card,
-    )
-
-
-def error_to_proto(exc: ServiceError) -> pose_pb2.Error:
-    """The inline error of a failed StreamPredict frame."""
-    error = pose_pb2.Error(code=exc.code, message=exc.message)
-    if exc.retry_after is not None:
-        error.retry_after = exc.retry_after
-    return error
 
 
 def _trailers(exc: ServiceError, request_id: str) -> tuple[tuple[str, str], ...]:
@@ -275,7 +205,7 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
                 self.access.admit(call.authorization, call.peer)
                 if isinstance(request, Undecodable):
                     raise request.error
-                return model_to_proto(self.service.model_description())
+                return encode.model_description(self.service.model_description())
         except ServiceError as exc:
             await context.abort(exc.grpc_code, exc.message, _trailers(exc, request_id))
 
@@ -288,7 +218,7 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
                 self.access.admit(call.authorization, call.peer)
                 return await self._predict(request, request_id, None)
         except ServiceError as exc:
-            return pose_pb2.PredictResponse(request_id=request_id, error=error_to_proto(exc))
+            return pose_pb2.PredictResponse(request_id=request_id, error=encode.error(exc))
 
     async def _predict(self, request: pose_pb2.PredictRequest, request_id: str,
                        time_remaining: float | None) -> pose_pb2.PredictResponse:
@@ -301,7 +231,7 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
         result = await self.service.predict(request.image, request.content_type or None, options)
         self.metrics.persons.observe(len(result.persons))
         self.metrics.observe_timings(result.timings_ms)
-        return response_to_proto(result, request_id)
+        return encode.predict_response(result, request_id)
 
     @contextmanager
     def _observe(self, route: str, request_id: str, call: _Call) -> Iterator[None]:

@@ -37,12 +37,13 @@ from service.errors import (
 )
 from service.imaging import ACCEPTED_TYPES, SNIFFED_TYPES
 from service.metrics import CONTENT_TYPE, Metrics
+from service.rest import encode
 from service.schemas import ErrorResponse, PredictOptions, PredictResponse, parse_options
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("margipose.access")
 
-STATIC_DIR = Path(__file__).parent / "static"  # the demo page: index.html, app.js, style.css
+STATIC_DIR = Path(__file__).parents[1] / "static"  # the demo page: index.html, app.js, style.css
 OPTION_FIELDS = ("boxes", "fx", "fy", "cx", "cy", "root_depth_mm", "heatmaps", "timeout_s")
 
 # OpenAPI of the predict-like routes, which read the request themselves: the inputs and errors.
@@ -269,7 +270,7 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
         result = await service.predict(data, image_type, options)
         metrics.persons.observe(len(result.persons))
         metrics.observe_timings(result.timings_ms)
-        return result
+        return encode.predict_response(result)
 
     v1.add_api_route("/v1/predict", predict, methods=["POST"], response_model=PredictResponse,
                      summary="Estimate 3D poses in an image", responses=_ERRORS,
@@ -289,7 +290,7 @@ def create_app(service: PoseService, metrics: Metrics, access: Access | None = N
     @v1.get("/v1/model", summary="The served model: skeleton, input size, name, version")
     async def model(request: Request) -> dict:
         admit(request)
-        return service.model_description()
+        return encode.model_description(service.model_description())
 
     @v1.get("/health/live")
     async def live() -> dict:

@@ -1,0 +1,17 @@
+"""gRPC (grpc.aio): pose.v1.PoseService (`servicer`) and the encoder of the core's results to
+its messages (`encode`)."""
+
+from service.grpc.servicer import (
+    GET_MODEL,
+    MESSAGE_OVERHEAD_BYTES,
+    PREDICT,
+    STREAM_PREDICT,
+    GrpcServer,
+    Undecodable,
+    lenient,
+    options_from_request,
+    peer_host,
+)
+
+__all__ = ["GET_MODEL", "MESSAGE_OVERHEAD_BYTES", "PREDICT", "STREAM_PREDICT", "GrpcServer",
+           "Undecodable", "lenient", "options_from_request", "peer_host"]
