@@ -1,4 +1,8 @@
-"""Shared reporting for the benchmark scripts: the machine they ran on, tables and JSON files."""
+"""Shared reporting for the benchmark scripts: the machine they ran on, tables and JSON files.
+
+Imports torch only where torch is reported or set, so that benchmarks run in environments
+without it (peers/bench_blazepose.py in the MediaPipe venv) share `cpu_model` and `base_info`.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 
 def cpu_model() -> str:
@@ -27,8 +29,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info() -> dict[str, Any]:
-    """Date, CPU, cores, RAM, torch version and torch threads of the running process."""
+def base_info() -> dict[str, Any]:
+    """Date, CPU, cores and RAM of this machine, and the Python version."""
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -36,9 +38,14 @@ def machine_info() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "ram_gib": round(ram / 2**30, 1),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
     }
+
+
+def machine_info() -> dict[str, Any]:
+    """`base_info`, plus the torch version and torch threads of the running process."""
+    import torch
+
+    return {**base_info(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def describe_machine(info: dict[str, Any]) -> str:
@@ -89,5 +96,7 @@ def apply_common_args(args: argparse.Namespace) -> dict[str, Any]:
                          f"{args.threads}, {args.iters} and {args.warmup}")
     if min(args.batch_sizes) < 1:
         raise SystemExit(f"Batch sizes must be positive, got {args.batch_sizes}")
+    import torch
+
     torch.set_num_threads(args.threads)
     return machine_info()  # at the start: the date is when measuring began

@@ -26,7 +26,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.report import base_info
 from peers.blazepose import MODELS, make_pose
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,28 +62,13 @@ def load_crops(size: int = 256) -> list[np.ndarray]:
     return crops
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict[str, Any]:
     """Date, CPU, cores, load and the versions that matter."""
     import mediapipe
 
     return {
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        **base_info(),
         "cores_usable": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
         "mediapipe": mediapipe.__version__,
         "numpy": np.__version__,
         "autogroup": _read("/proc/self/autogroup"),  # e.g. "/autogroup-95 nice -15"

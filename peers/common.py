@@ -66,3 +66,16 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def open_source(args: argparse.Namespace):
+    """The dataset a comparison's flags name (`dataset_parser`)."""
+    from training.data.registry import open_dataset  # training pulls in torch
+
+    return open_dataset(args.dataset, args.data_root)
+
+
+def write_rows(args: argparse.Namespace, rows: list[dict[str, Any]], **extra: Any) -> None:
+    """A comparison's rows as JSON (`--json`), with the dataset and model they came from."""
+    write_json(args.json, {"dataset": args.dataset, "torchscript": str(args.torchscript),
+                           "rows": rows, **extra})

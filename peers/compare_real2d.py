@@ -41,7 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from peers.common import NAMES, blazepose_on_boxes, dataset_parser, load_ours, write_json
+from peers.common import (
+    NAMES,
+    blazepose_on_boxes,
+    dataset_parser,
+    load_ours,
+    open_source,
+    write_rows,
+)
 from training.camera import ndc_to_camera
 from training.data.real2d import BOX_PER_EXTENT
 from training.evaluate import (
@@ -199,24 +206,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from training.data.registry import open_dataset
-
-    source = open_dataset(args.dataset, args.data_root)
     teacher3d = read_teacher_3d(args.data_root / "real2d" / "labels.jsonl")
-    rows = compare(source, args.torchscript, args.complexity, args.limit, teacher3d)
+    rows = compare(open_source(args), args.torchscript, args.complexity, args.limit, teacher3d)
     print(markdown(rows))
     print()
     print(markdown_3d(rows))
     available = any(r["samples_3d"] for r in rows)
-    write_json(args.json, {
-        "dataset": args.dataset, "torchscript": str(args.torchscript), "rows": rows,
-        "teacher_3d": {
-            "available": available,
-            "note": ("PA-MPJPE (similarity Procrustes per person on the labelled joints) and "
-                     "root-aligned MPJPE, mm, vs the teacher's world landmarks (joints3d); ours "
-                     "at the 920 mm knee-neck prior's root depth" if available else
-                     f"labels without joints3d; {REBUILD_HINT}"),
-        }})
+    write_rows(args, rows, teacher_3d={
+        "available": available,
+        "note": ("PA-MPJPE (similarity Procrustes per person on the labelled joints) and "
+                 "root-aligned MPJPE, mm, vs the teacher's world landmarks (joints3d); ours "
+                 "at the 920 mm knee-neck prior's root depth" if available else
+                 f"labels without joints3d; {REBUILD_HINT}"),
+    })
     return rows
 
 

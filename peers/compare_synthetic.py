@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from peers.common import NAMES, dataset_parser, load_ours, write_json
+from peers.common import NAMES, dataset_parser, load_ours, open_source, write_rows
 from peers.eval_blazepose import predict
 from posecontract.skeleton import EVAL_14
 from training.evaluate import crop_params, model_predictor, protocol_for, run_predictions
@@ -82,13 +82,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from training.data.registry import open_dataset
-
-    source = open_dataset(args.dataset, args.data_root)
-    rows = compare(source, args.torchscript, args.complexity, args.limit)
+    rows = compare(open_source(args), args.torchscript, args.complexity, args.limit)
     print(markdown(rows))
-    write_json(args.json, {"dataset": args.dataset, "torchscript": str(args.torchscript),
-                           "rows": rows})
+    write_rows(args, rows)
     return rows
 
 

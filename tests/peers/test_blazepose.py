@@ -170,13 +170,28 @@ def imported_modules(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("name", ["blazepose.py", "blazepose_mapping.py", "bench_blazepose.py"])
 def test_runner_side_is_standalone(name):
-    # These run in the MediaPipe venv: numpy 1, no torch, none of our packages.
-    allowed = {"numpy", "PIL", "mediapipe", "peers"}
+    # These run in the MediaPipe venv: numpy 1, no torch, none of our packages but the runner's
+    # own and the benchmarks' machine description (stdlib only, checked below).
+    allowed = {"numpy", "PIL", "mediapipe", "peers", "bench"}
     for module in imported_modules(REPO / "peers" / name):
         top = module.split(".")[0]
         assert top in sys.stdlib_module_names or top in allowed, f"{name} imports {module}"
-        if top == "peers":
-            assert module in {"peers.blazepose", "peers.blazepose_mapping"}, module
+        if top in ("peers", "bench"):
+            assert module in {"peers.blazepose", "peers.blazepose_mapping", "bench.report"}, \
+                module
+
+
+def test_the_benchmarks_machine_description_needs_no_torch():
+    tree = ast.parse((REPO / "bench" / "report.py").read_text())
+    top_level = {alias.name for node in tree.body if isinstance(node, ast.Import)
+                 for alias in node.names}
+    top_level |= {node.module for node in tree.body
+                  if isinstance(node, ast.ImportFrom) and node.module}
+    assert top_level and all(m.split(".")[0] in sys.stdlib_module_names
+                             for m in top_level - {"__future__"}), top_level
+    # `import bench.report` runs the package's __init__ first.
+    assert {m.split(".")[0] for m in imported_modules(REPO / "bench" / "__init__.py")} <= \
+        set(sys.stdlib_module_names)
 
 
 def test_client_never_imports_mediapipe():

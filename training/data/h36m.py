@@ -24,11 +24,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from PIL import Image
 
 from posecontract.geometry import Intrinsics
 from training.camera import AUG_3D, reference_box
-from training.data.sample import Sample
+from training.data.sample import Sample, open_rgb
 from training.skeleton import NUM_JOINTS, h36m_to_canonical
 
 SPLITS: dict[str, tuple[int, ...]] = {"trainval": (1, 5, 6, 7, 8), "test": (9, 11)}
@@ -128,14 +127,6 @@ def _sequence_files(processed: Path, subjects: tuple[int, ...]) -> list[Path]:
     return [p for s in subjects for p in sorted((processed / f"S{s}").glob("*/annot.h5"))]
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    """Load an image file as RGB, closing the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"Image {path} is missing")
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
 class Human36M:
     """Human3.6M protocol #2 samples of one split ("trainval" or "test"), as a `SampleSource`.
 
@@ -184,7 +175,7 @@ class Human36M:
         joints = row["joints"].copy()
         action = int(row["action"])
         return Sample(
-            image=_open_rgb(path),
+            image=open_rgb(path),
             camera=camera,
             joints=joints,
             mask=np.ones(NUM_JOINTS, dtype=bool),

@@ -28,11 +28,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.io
-from PIL import Image
 
 from posecontract.geometry import Intrinsics
 from training.camera import AUG_3D, reference_box
-from training.data.sample import Sample
+from training.data.sample import Sample, open_rgb
 from training.skeleton import NUM_JOINTS, mpi3dhp_to_canonical
 
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -163,14 +162,6 @@ def _read_sequence(
     return scale, parts
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    """Load an image file as RGB, closing the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"Image {path} is missing")
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
 class MpiInf3dhp:
     """MPI-INF-3DHP samples of one split ("train", "val", "trainval" or "test"), as a
     `SampleSource`.
@@ -231,7 +222,7 @@ class MpiInf3dhp:
         sequence = self._sequences[int(row["sequence"])]
         camera_id, frame = int(row["camera"]), int(row["frame"])
         path = sequence["dir"] / "imageSequence" / f"video_{camera_id}" / f"img_{frame + 1:06d}.jpg"
-        image = _open_rgb(path)
+        image = open_rgb(path)
         matrix, (width, height) = sequence["calibration"][camera_id]
         sx, sy = image.width / width, image.height / height
         camera = Intrinsics(

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from PIL import Image
 
 from training.camera import AUG_MPII, lift_to_focal_plane, mpii_box, mpii_camera
-from training.data.sample import Sample
+from training.data.sample import Sample, open_rgb
 from training.skeleton import mpii_to_canonical
 
 SPLITS = ("train", "val", "trainval")
@@ -67,14 +66,6 @@ def _people(fields: dict[str, np.ndarray], path: Path) -> np.ndarray:
     if len(index) != len(person):
         raise ValueError(f"{path}: index has {len(index)} entries but person has {len(person)}")
     return np.stack([index, person], axis=-1).astype(np.int64)
-
-
-def _open_rgb(path: Path) -> Image.Image:
-    """Load an image file as RGB, closing the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"Image {path} is missing")
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 class Mpii:
@@ -143,7 +134,7 @@ class Mpii:
             raise IndexError(f"Index {index} out of range for {self.name} of length {len(self)}")
         row = {key: values[index] for key, values in self._rows.items()}
         path = self._root / "images" / row["name"]
-        image = _open_rgb(path)
+        image = open_rgb(path)
         camera = mpii_camera(image.width, image.height)
         centre = (float(row["centre"][0]), float(row["centre"][1]))
         return Sample(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -87,3 +88,11 @@ class ListSource:
 
     def __getitem__(self, index: int) -> Sample:
         return self._samples[index]
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Load a source's image file as RGB, closing the file; a missing file is named."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Image {path} is missing")
+    with Image.open(path) as image:
+        return image.convert("RGB")

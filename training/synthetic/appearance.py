@@ -224,7 +224,3 @@ def shade(albedo_rgb: np.ndarray, shine: np.ndarray, normals: np.ndarray, view: 
     spec = (np.clip(np.sum(normals * half, axis=1), 0, 1) ** 24 * shine)[:, None]
     return albedo_rgb * (ambient + lambert * np.asarray(light.key)) + spec * np.asarray(light.key)
 
-
-def to_srgb(linear: np.ndarray) -> np.ndarray:
-    """Linear RGB in [0, 1] (clipped) -> sRGB-like uint8 (gamma 2.2)."""
-    return (np.clip(linear, 0, 1) ** (1 / 2.2) * 255 + 0.5).astype(np.uint8)
