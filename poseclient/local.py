@@ -15,7 +15,7 @@ from typing import TypeVar
 from poseclient.errors import ApiError, BadInput
 from poseclient.options import Options
 from poseclient.results import ModelDescription, PredictResult
-from service.__main__ import make_backend
+from service.backends import make_backend
 from service.core import PoseService
 from service.errors import ServiceError
 from service.rest import encode
@@ -63,7 +63,7 @@ class LocalService:
         name = model_name or pick_model(repository)
         self.where = f"local model {name!r} in {repository}"
         self.timeout = timeout  # each call's deadline (None: the service's default, 30 s)
-        # As `serve` builds it (service.__main__), without the servers.
+        # As the gateway builds it (service.gateway), without the servers.
         self.settings = Settings(model_repository=repository, model_name=name, device=device,
                                  grpc_port=0, max_batch_size=1)
         self.service = PoseService(self.settings, make_backend(self.settings))

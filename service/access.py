@@ -8,7 +8,6 @@ else the peer address.
 from __future__ import annotations
 
 import hmac
-import math
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -92,7 +91,3 @@ class Access:
         token = self.auth.check(authorization)
         self.limiter.check(f"token:{token}" if token is not None else f"peer:{peer}")
 
-
-def retry_after_header(seconds: float) -> str:
-    """Retry-After takes whole seconds; round up so clients never come back too early."""
-    return str(max(1, math.ceil(seconds)))

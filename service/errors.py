@@ -18,6 +18,8 @@ Messages name the bad value and what is allowed; they are safe to show to client
 
 from __future__ import annotations
 
+import math
+
 import grpc
 
 
@@ -32,6 +34,13 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+    def retry_after_header(self) -> str | None:
+        """`retry_after` in whole seconds, rounded up so that clients never come back too early:
+        HTTP's Retry-After header and gRPC's `retry-after` trailer."""
+        if self.retry_after is None:
+            return None
+        return str(max(1, math.ceil(self.retry_after)))
 
     def to_dict(self) -> dict:
         body: dict = {"code": self.code, "message": self.message}

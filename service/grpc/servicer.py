@@ -6,7 +6,7 @@ answers every frame in order, a failed one with `PredictResponse.error`, and kee
 same server carries grpc.health.v1 (SERVING only while the backend is ready) and reflection.
 The service definition and its contract are in proto/pose/v1/pose.proto.
 
-Access control is REST's (`service.access`): metadata `authorization: Bearer <token>` on
+Access control is the gateway's, as REST's: metadata `authorization: Bearer <token>` on
 Predict and GetModel, and once per StreamPredict call (which fails UNAUTHENTICATED without it);
 rate limits count every Predict, GetModel and StreamPredict frame (a limited frame is answered
 inline, RESOURCE_EXHAUSTED with retry_after). Health and reflection stay open.
@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -29,18 +27,16 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service import logs
-from service.access import Access, Authenticator, RateLimiter
-from service.core import PoseService
 from service.errors import InvalidRequest, ServiceError
+from service.gateway import new_request_id
 from service.grpc import encode
 from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
-from service.metrics import Metrics
 from service.schemas import PredictOptions, parse_options
-from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.gateway import Gateway
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("margipose.access")
 
 SERVICE_NAME = pose_pb2.DESCRIPTOR.services_by_name["PoseService"].full_name  # pose.v1.PoseService
 PREDICT = f"/{SERVICE_NAME}/Predict"  # metrics route labels: the full gRPC method names
@@ -110,7 +106,7 @@ def options_from_request(request: pose_pb2.PredictRequest) -> PredictOptions:
 def _trailers(exc: ServiceError, request_id: str) -> tuple[tuple[str, str], ...]:
     trailers = (("x-request-id", request_id),)
     if exc.retry_after is not None:  # whole seconds, as REST's Retry-After header
-        trailers += (("retry-after", str(max(1, math.ceil(exc.retry_after)))),)
+        trailers += (("retry-after", exc.retry_after_header()),)
     return trailers
 
 
@@ -123,7 +119,7 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 def _request_id(given: str, context: grpc.aio.ServicerContext | None) -> str:
     """The request's own id, else the call's `x-request-id` metadata, else a new one."""
-    return given or (context and _metadata(context, "x-request-id")) or uuid.uuid4().hex
+    return given or (context and _metadata(context, "x-request-id")) or new_request_id()
 
 
 def peer_host(peer: str) -> str:
@@ -143,12 +139,12 @@ class _Call:
 
 
 class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
-    """pose.v1.PoseService over a PoseService: convert, delegate, convert back."""
+    """pose.v1.PoseService over the gateway's core: convert, delegate, convert back."""
 
-    def __init__(self, service: PoseService, metrics: Metrics, access: Access | None = None):
-        self.service = service
-        self.metrics = metrics
-        self.access = access or Access(Authenticator([]), RateLimiter(0, 1))
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.service = gateway.service
+        self.access = gateway.access
 
     async def Predict(self, request: pose_pb2.PredictRequest,
                       context: grpc.aio.ServicerContext) -> pose_pb2.PredictResponse:
@@ -229,42 +225,26 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
             # The call's gRPC deadline becomes the core's (which drops work nobody waits for).
             options = options.model_copy(update={"timeout_s": max(time_remaining, 1e-3)})
         result = await self.service.predict(request.image, request.content_type or None, options)
-        self.metrics.persons.observe(len(result.persons))
-        self.metrics.observe_timings(result.timings_ms)
+        self.gateway.observer.result(result)
         return encode.predict_response(result, request_id)
 
     @contextmanager
     def _observe(self, route: str, request_id: str, call: _Call) -> Iterator[None]:
-        """Count, time and log a call (or frame) by status; unexpected failures become INTERNAL.
-
-        Runs in the call's (or frame's) own task, so the request id it sets for the logs stays
-        with it.
-        """
-        start = time.perf_counter()
-        status = grpc.StatusCode.OK
-        logs.request_id.set(request_id)
-        self.metrics.in_flight.inc()
-        try:
-            yield
-        except ServiceError as exc:
-            status = exc.grpc_code
-            raise
-        except asyncio.CancelledError:
-            status = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            status = grpc.StatusCode.INTERNAL
-            log.exception("unhandled error on %s (request %s)", route, request_id)
-            raise ServiceError("Internal error") from None
-        finally:
-            elapsed = time.perf_counter() - start
-            self.metrics.in_flight.dec()
-            self.metrics.requests.labels(route, "grpc", status.name).inc()
-            self.metrics.latency.labels(route, "grpc").observe(elapsed)
-            access_log.info("GRPC %s %s", route, status.name, extra={
-                "method": "GRPC", "path": route, "status": status.name,
-                "duration_ms": round(elapsed * 1000, 3), "client": call.peer,
-            })
+        """Observe a call (or frame) by its status code; unexpected failures become INTERNAL."""
+        with self.gateway.observer.call(route, "grpc", "GRPC", request_id, call.peer) as seen:
+            seen.status = grpc.StatusCode.OK.name
+            try:
+                yield
+            except ServiceError as exc:
+                seen.status = exc.grpc_code.name
+                raise
+            except asyncio.CancelledError:
+                seen.status = grpc.StatusCode.CANCELLED.name
+                raise
+            except Exception:
+                seen.status = grpc.StatusCode.INTERNAL.name
+                log.exception("unhandled error on %s (request %s)", route, request_id)
+                raise ServiceError("Internal error") from None
 
 
 def add_servicer(servicer: PoseServicer, server: grpc.aio.Server) -> None:
@@ -289,12 +269,10 @@ def add_servicer(servicer: PoseServicer, server: grpc.aio.Server) -> None:
 class GrpcServer:
     """A grpc.aio server with pose.v1.PoseService, grpc.health.v1 and reflection."""
 
-    def __init__(self, service: PoseService, metrics: Metrics, settings: Settings,
-                 access: Access | None = None):
-        self.service = service
-        self.metrics = metrics
-        self.settings = settings
-        self.access = access
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.service = gateway.service
+        self.settings = gateway.settings
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -305,7 +283,7 @@ class GrpcServer:
         """Bind settings.host:settings.grpc_port and serve; return the bound port."""
         limit = self.settings.max_body_bytes + MESSAGE_OVERHEAD_BYTES
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
-        add_servicer(PoseServicer(self.service, self.metrics, self.access), server)
+        add_servicer(PoseServicer(self.gateway), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.__main__ import Gateway
+from service.gateway import Gateway
 from service.settings import Settings
 from tests.conftest import MODEL_NAME
 

@@ -1,7 +1,7 @@
 import pytest
 
-from service.access import Authenticator, RateLimiter, load_tokens, retry_after_header
-from service.errors import RateLimited, Unauthenticated
+from service.access import Authenticator, RateLimiter, load_tokens
+from service.errors import Overloaded, RateLimited, Unauthenticated
 from service.settings import Settings
 
 from .conftest import MODEL_NAME, RunningServer, free_port, jpeg_bytes
@@ -48,7 +48,8 @@ def test_rate_limiter_token_bucket():
 
 
 def test_retry_after_rounds_up():
-    assert retry_after_header(0.01) == "1" and retry_after_header(1.2) == "2"
+    assert Overloaded("", retry_after=0.01).retry_after_header() == "1"
+    assert Overloaded("", retry_after=1.2).retry_after_header() == "2"
 
 
 @pytest.fixture(scope="module")

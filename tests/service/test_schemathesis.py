@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from service.__main__ import build  # noqa: E402
+from service.gateway import Gateway  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 from .conftest import MODEL_NAME  # noqa: E402
@@ -43,9 +43,8 @@ OPERATIONS = {("POST", "/v1/predict"), ("POST", "/v1/render"), ("GET", "/v1/mode
 def app(model_repository):
     """A fresh app: schemathesis runs its lifespan in an event loop of its own and ends it with
     the test."""
-    app, _, _ = build(Settings(model_repository=model_repository, model_name=MODEL_NAME,
-                               max_body_bytes=200_000, max_persons=4, grpc_port=0))
-    return app
+    return Gateway(Settings(model_repository=model_repository, model_name=MODEL_NAME,
+                            max_body_bytes=200_000, max_persons=4, grpc_port=0)).app
 
 
 def test_the_schema_documents_inputs_and_errors_of_v1(app):

@@ -138,7 +138,7 @@ def gateway_settings(triton: TritonServer, **overrides) -> Settings:
 
 @contextlib.contextmanager
 def rest_gateway(settings: Settings) -> Iterator[httpx.Client]:
-    """The real gateway (`service.__main__.Gateway`) with `backend=triton`, and a client."""
+    """The real gateway (`service.gateway.Gateway`) with `backend=triton`, and a client."""
     with RunningServer(settings) as server, \
             httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
