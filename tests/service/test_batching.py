@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from service.batching import _RATE_WINDOW_S, ADMISSION_SHARE, BatchCost, Batcher, Lateness
+from service.batching import ADMISSION_SHARE, RATE_WINDOW_S, BatchCost, Batcher, Lateness
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded
 
 
@@ -87,9 +87,9 @@ async def measured(delay: float, **options):
     """
     backend = FakeBackend(delay=delay)
     async with running(backend, **({"max_wait_s": 0} | options)) as batcher:
-        assert batcher.expected_done_s(1) is None  # nothing timed yet
+        assert batcher.admission.expected_done_s(1) is None  # nothing timed yet
         assert await ids_of(batcher, 0) == [0]
-        yield backend, batcher, batcher.expected_done_s(1)
+        yield backend, batcher, batcher.admission.expected_done_s(1)
 
 
 async def ids_of(batcher: Batcher, *ids: int, timeout: float = 5.0) -> list[int]:
@@ -358,7 +358,7 @@ def test_work_that_would_miss_its_deadline_behind_the_queue_is_refused_at_once()
             waiting = [asyncio.create_task(ids_of(batcher, i)) for i in (1, 2, 3)]
             await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 2)
             # Behind one batch in flight and two queued: done in 3 to 4 crops' time.
-            assert 3 * crop - 0.01 <= batcher.expected_done_s(1) <= 4 * crop + 0.01
+            assert 3 * crop - 0.01 <= batcher.admission.expected_done_s(1) <= 4 * crop + 0.01
             t0 = after(0)
             with pytest.raises(Overloaded, match="later than the request's deadline") as refused:
                 await batcher.submit(crops(4), allowing(2 * crop))
@@ -366,9 +366,9 @@ def test_work_that_would_miss_its_deadline_behind_the_queue_is_refused_at_once()
             assert refused.value.retry_after >= 3 * crop - 0.01
             assert batcher.queue_depth == 2  # nothing was enqueued
             # Room in a longer deadline; a request over several passes needs room for each.
-            batcher.admit(1, allowing(10 * crop))
+            batcher.admission.admit(1, allowing(10 * crop))
             with pytest.raises(Overloaded):
-                batcher.admit(1, allowing(10 * crop), passes=4)
+                batcher.admission.admit(1, allowing(10 * crop), passes=4)
             # A deadline too short even for an idle backend is not overload: it waits, and ends
             # with DeadlineExceeded.
             with pytest.raises(DeadlineExceeded):
@@ -392,17 +392,18 @@ def test_expected_wait_learns_whether_concurrent_batches_run_side_by_side(side_b
         options = {"max_batch_size": 2, "max_wait_s": 0, "max_concurrent_batches": 2}
         async with running(backend, **options) as batcher:
             assert await ids_of(batcher, 0, 1) == [0, 1]  # alone: 0.2 s for a batch of 2
-            assert batcher.expected_done_s(2) == pytest.approx(0.2, abs=0.05)
+            assert batcher.admission.expected_done_s(2) == pytest.approx(0.2, abs=0.05)
             for _ in range(12):  # pairs of batches in flight together
                 await asyncio.gather(ids_of(batcher, 2, 3), ids_of(batcher, 4, 5))
             # Ten crops are five batches of two: 0.5 s when two run at once, 1 s in turn.
             expected = 0.5 if side_by_side else 1.0
-            assert batcher.expected_done_s(10) == pytest.approx(expected, rel=0.2)
+            assert batcher.admission.expected_done_s(10) == pytest.approx(expected, rel=0.2)
             # Work in flight counts what is left of it: while a pair runs, the time to the end
             # of both, then the new crops.
             pair = asyncio.gather(ids_of(batcher, 2, 3), ids_of(batcher, 4, 5))
             await until(lambda: batcher.in_flight == 4)
-            assert batcher.expected_done_s(2) == pytest.approx(1.5 * expected / 2.5, rel=0.25)
+            assert batcher.admission.expected_done_s(2) == pytest.approx(1.5 * expected / 2.5,
+                                                                        rel=0.25)
             await pair
 
     run(main)
@@ -437,26 +438,26 @@ def test_admission_plans_for_the_lateness_seen_but_never_refuses_an_idle_backend
             waiting = [asyncio.create_task(ids_of(batcher, i)) for i in (1, 2, 3)]
             await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 2)
             # One crop in flight and two queued: 3 to 4 crops' wait, which 5.5 allow ...
-            assert 3 * crop - 0.01 <= batcher.admit(1, allowing(5.5)) <= 4 * crop + 0.01
+            assert 3 * crop - 0.01 <= batcher.admission.admit(1, allowing(5.5)) <= 4 * crop + 0.01
             # ... but not once waits have been running 2.75 crops late.
-            batcher.lateness.seconds = 2.75 * crop
+            batcher.admission.lateness.seconds = 2.75 * crop
             with pytest.raises(Overloaded, match="would be done in about"):
-                batcher.admit(1, allowing(5.5))
+                batcher.admission.admit(1, allowing(5.5))
             # Lateness counts for at most half of the time allowed: 9 crops' room admits.
-            batcher.lateness.seconds = 100.0
-            batcher.admit(1, allowing(9))
+            batcher.admission.lateness.seconds = 100.0
+            batcher.admission.admit(1, allowing(9))
             with pytest.raises(Overloaded):
-                batcher.admit(1, allowing(5.5))
+                batcher.admission.admit(1, allowing(5.5))
             backend.gate.set()
             assert await asyncio.gather(*waiting) == [[1], [2], [3]]
             # Idle: admitted whatever the lateness, so that a new measurement can bring it down
             # (its wait alone plus half of a room of 1.5 times that would be refused if it were
             # not idle). The gated batches above changed the cost: measure it again.
             backend.gate = None
-            alone = batcher.expected_done_s(1)
-            batcher.admit(1, after(1.5 * alone / ADMISSION_SHARE))  # does not raise
+            alone = batcher.admission.expected_done_s(1)
+            batcher.admission.admit(1, after(1.5 * alone / ADMISSION_SHARE))  # does not raise
             assert await ids_of(batcher, 4) == [4]
-            assert batcher.lateness.seconds < 100.0
+            assert batcher.admission.lateness.seconds < 100.0
 
     run(main)
 
@@ -466,7 +467,7 @@ def test_reserved_crops_count_ahead_until_released():
         async with measured(0.1, max_batch_size=1) as (_, batcher, crop):
             reservation = batcher.reserve(3, after(5))
             assert batcher.reserved == 3
-            assert batcher.expected_done_s(1) == pytest.approx(4 * crop)
+            assert batcher.admission.expected_done_s(1) == pytest.approx(4 * crop)
             # Three requests decoding side by side: the third is refused against the first two.
             deadline = after(7.5 * crop / ADMISSION_SHARE)  # room for 7.5 crops' wait
             second = batcher.reserve(3, deadline)
@@ -477,7 +478,7 @@ def test_reserved_crops_count_ahead_until_released():
             reservation.release()  # idempotent
             second.release()
             assert batcher.reserved == 0
-            assert batcher.expected_done_s(1) == pytest.approx(crop)
+            assert batcher.admission.expected_done_s(1) == pytest.approx(crop)
 
     run(main)
 
@@ -491,15 +492,15 @@ def test_a_batch_waiting_for_a_slot_is_costed_with_the_crops_that_will_join_it()
             backend.gate = asyncio.Event()
             busy = asyncio.create_task(ids_of(batcher, *range(5, 13)))  # a 0.4 s batch
             await until(lambda: batcher.in_flight == 8)
-            rate = batcher.arrival_rate()  # 13 crops just queued, counted over the window
-            assert rate == pytest.approx(13 / _RATE_WINDOW_S, rel=0.1)
+            rate = batcher.admission.arrival_rate()  # 13 crops just queued, counted over the window
+            assert rate == pytest.approx(13 / RATE_WINDOW_S, rel=0.1)
             # One more crop starts its batch when the full one ends (~0.4 s from now); the crops
             # arriving at `rate` until then join it, so it is costed as 1 + 0.4 * rate crops.
-            expected = batcher.expected_done_s(1)
+            expected = batcher.admission.expected_done_s(1)
             assert expected == pytest.approx(0.4 + 0.05 * (1 + 0.4 * rate), abs=0.06)
             assert expected > 0.4 + 0.05 + 0.06  # more than the queued crop alone
             await asyncio.sleep(0.3)
-            assert batcher.arrival_rate() < rate * 0.9  # the count decays
+            assert batcher.admission.arrival_rate() < rate * 0.9  # the count decays
             backend.gate.set()
             assert await busy == list(range(5, 13))
 

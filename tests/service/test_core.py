@@ -204,7 +204,7 @@ def test_an_overloaded_service_refuses_before_decoding(monkeypatch):
                 await service.predict(b"not an image", "image/png",
                                       one_box.model_copy(update={"timeout_s": 0.6}))
             # Without boxes the request makes two passes: refused where one pass would fit.
-            service.batcher.admit(1, asyncio.get_running_loop().time() + 1.6)
+            service.batcher.admission.admit(1, asyncio.get_running_loop().time() + 1.6)
             with pytest.raises(Overloaded):
                 await service.predict(data, "image/png", PredictOptions(timeout_s=1.6))
             assert len(decoded) == before
