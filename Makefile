@@ -43,9 +43,9 @@ serve: install
 	    $(BIN)/serve --model-name $(MODEL) --model-repository build/model_repository; \
 	fi
 
-# gRPC stubs from proto/ into service/grpc_gen/ (committed; a test fails if they drift). The
-# -I mapping makes the generated imports read `service.grpc_gen.pose.v1`.
-PROTOC_ARGS := -Iservice/grpc_gen=proto --python_out=. --pyi_out=. --grpc_python_out=. \
+# gRPC stubs from proto/ into poseapi/grpc_gen/ (committed; a test fails if they drift). The
+# -I mapping makes the generated imports read `poseapi.grpc_gen.pose.v1`.
+PROTOC_ARGS := -Iposeapi/grpc_gen=proto --python_out=. --pyi_out=. --grpc_python_out=. \
 	proto/pose/v1/pose.proto
 proto: install
 	$(BIN)/python -m grpc_tools.protoc $(PROTOC_ARGS)

@@ -48,8 +48,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from poseapi.grpc_gen.pose.v1 import pose_pb2
 from service.grpc import MESSAGE_OVERHEAD_BYTES
-from service.grpc_gen.pose.v1 import pose_pb2
 from service.settings import Settings
 
 PREDICT = "/pose.v1.PoseService/Predict"

@@ -97,7 +97,7 @@ def grpc_sender(channel: Any) -> Sender:
     """pose.v1 Predict over a grpc.aio channel."""
     import grpc
 
-    from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
+    from poseapi.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 
     stub = pose_pb2_grpc.PoseServiceStub(channel)
 

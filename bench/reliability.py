@@ -454,7 +454,8 @@ class Suite:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from deploy.stack import default_model_repository
-    from posecontract.triton import ServingOptions, spare_cpu_threads, write_cpu_twin
+    from posecontract.triton import ServingOptions, write_cpu_twin
+    from service.cpus import spare_cpu_threads
 
     repository = args.model_repository or default_model_repository(args.model_name)
     payloads = loadgen.load_payloads(args.images)

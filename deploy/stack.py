@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.triton_server import DEFAULT_VENV, TritonServer, free_port, missing_reason
-from posecontract.triton import ServingOptions, spare_cpu_threads, write_cpu_twin
+from posecontract.triton import ServingOptions, write_cpu_twin
+from service.cpus import spare_cpu_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"

@@ -19,13 +19,15 @@ RUN useradd --system --uid 10001 --no-create-home gateway
 # Dependency layers first: pyproject.toml changes far less often than the source. The empty
 # package directories let pip resolve and install the dependencies before the code is copied.
 COPY pyproject.toml README.md ./
-RUN mkdir posecontract service && touch posecontract/__init__.py service/__init__.py
+RUN mkdir posecontract poseapi service \
+    && touch posecontract/__init__.py poseapi/__init__.py service/__init__.py
 
 FROM base AS gateway-torch
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --index-url "${TORCH_INDEX}" "torch==2.13.0" \
     && pip install ".[serve,local]" && pip uninstall -y margipose-serve
 COPY posecontract/ posecontract/
+COPY poseapi/ poseapi/
 COPY service/ service/
 RUN pip install --no-deps .
 USER 10001
@@ -40,6 +42,7 @@ CMD ["serve"]
 FROM base AS gateway
 RUN pip install ".[serve,triton]" && pip uninstall -y margipose-serve
 COPY posecontract/ posecontract/
+COPY poseapi/ poseapi/
 COPY service/ service/
 RUN pip install --no-deps .
 USER 10001

@@ -1,31 +1,31 @@
-"""Draw a result obtained over gRPC with the service's own renderer (what /v1/render draws).
+"""Draw a result obtained over gRPC with the API's renderer (what /v1/render draws).
 
-Imports the service's decoder and renderer (Pillow, pydantic; not torch): the command line
-imports this module only for `--grpc --render` (see tests/test_boundaries.py).
+Needs Pillow and numpy only (`poseapi.render`), not the server: the image is decoded here,
+turned upright by its EXIF orientation, at full size. (The service may decode a large JPEG at
+a reduced size first; the picture is then resampled from a different source, the drawing the
+same.)
 """
 
 from __future__ import annotations
 
+import io
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from poseapi.render import Scene, ScenePerson, render_pose_png
 from poseclient.errors import BadInput
 from poseclient.results import PredictResult
-from service.core import DRAFT_MIN_SIDE
-from service.errors import ServiceError
-from service.imaging import decode_image
-from service.render import Scene, ScenePerson, render_pose_png
-from service.settings import Settings
 
 
 def render_result(image: bytes, result: PredictResult, joint: str) -> bytes:
     """The PNG of `result` over `image`; the first person's heatmaps when the result has them."""
-    settings = Settings()
     try:
-        # Decoded as the service decodes for /v1/render.
-        decoded = decode_image(image, content_type=None, max_bytes=settings.max_body_bytes,
-                               max_pixels=settings.max_image_pixels, min_detail=DRAFT_MIN_SIDE)
-    except ServiceError as exc:
-        raise BadInput(f"Cannot draw over the image: {exc.message}") from None
+        with Image.open(io.BytesIO(image)) as opened:
+            upright = ImageOps.exif_transpose(opened).convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise BadInput(f"Cannot draw over the image: {exc}") from None
     maps = result.persons[0].heatmaps if result.persons else None
-    return render_pose_png(decoded.image, scene(result), joint, maps)
+    return render_pose_png(upright, scene(result), joint, maps)
 
 
 def scene(result: PredictResult) -> Scene:

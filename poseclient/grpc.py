@@ -19,12 +19,12 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from poseapi.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from poseclient.errors import ApiError, CallTimeout, PoseClientError, Unreachable
 from poseclient.options import ImageInput, Options, make_options, read_image
 from poseclient.results import FrameError, ModelDescription, PredictResult
 from poseclient.retry import DEFAULT_RETRY, Deadline, RetryPolicy, parse_retry_after
 from posecontract.geometry import Intrinsics
-from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 30.0

@@ -1,8 +1,9 @@
 """The service core in-process, for `margipose --local`: no server.
 
-With poseclient.draw, the only modules of poseclient that import the service beyond its gRPC
-stubs (here the core and the local backend, so torch): the command line imports them only when
-asked to, so that the client library stays light (see tests/test_boundaries.py).
+The only module of poseclient that uses the service (its core and the local backend, so torch),
+and only when a `LocalService` is made: the service is imported then, not with this module, so
+that the client installs and runs without the server's packages (tests/test_boundaries.py).
+Without them, `--local` says which extras to install.
 """
 
 from __future__ import annotations
@@ -10,17 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from poseclient.errors import ApiError, BadInput
 from poseclient.options import Options
 from poseclient.results import ModelDescription, PredictResult
-from service.backends import make_backend
-from service.core import PoseService
-from service.errors import ServiceError
-from service.rest import encode
-from service.schemas import PredictOptions, parse_options
-from service.settings import Settings
 
 T = TypeVar("T")
 DEFAULT_MODEL = "margipose-lite"
@@ -39,8 +34,10 @@ def pick_model(repository: Path) -> str:
                    f"{', '.join(names) or 'none'}")
 
 
-def service_options(options: Options, timeout_s: float | None = None) -> PredictOptions:
+def service_options(options: Options, timeout_s: float | None = None) -> Any:
     """The service's PredictOptions for the client's Options (and a deadline)."""
+    from service.schemas import parse_options
+
     raw: dict = {"boxes": [dict(zip("xywh", b, strict=True)) for b in options.boxes],
                  "heatmaps": options.heatmaps, "root_depth_mm": options.root_depth_mm,
                  "timeout_s": timeout_s}
@@ -59,6 +56,17 @@ class LocalService:
 
     def __init__(self, model_repository: str | Path, model_name: str | None = None,
                  device: str = "cpu", timeout: float | None = None):
+        try:
+            import torch  # noqa: F401  (the local backend's; imported here to say so early)
+
+            from service.backends import make_backend
+            from service.core import PoseService
+            from service.settings import Settings
+        except ImportError as exc:
+            raise BadInput(
+                f"--local runs the model in this process and needs the server's packages "
+                f"({exc}); install them with pip install 'margipose-serve[serve,local]'"
+            ) from None
         repository = Path(model_repository)
         name = model_name or pick_model(repository)
         self.where = f"local model {name!r} in {repository}"
@@ -85,6 +93,8 @@ class LocalService:
 
     def predict(self, image: bytes, options: Options) -> PredictResult:
         """The poses in an encoded image, as PredictResult."""
+        from service.rest import encode
+
         response = self._run(self.service.predict(image, None,
                                                   service_options(options, self.timeout)))
         return PredictResult.from_json(encode.predict_response(response).model_dump(mode="json"))
@@ -95,10 +105,14 @@ class LocalService:
                                              service_options(options, self.timeout), joint))
 
     def model(self) -> ModelDescription:
+        from service.rest import encode
+
         return ModelDescription.from_json(
             encode.model_description(self.service.model_description()))
 
     def _run(self, coro: Awaitable[T]) -> T:
+        from service.errors import ServiceError
+
         try:
             return self._loop.run_until_complete(coro)
         except ServiceError as exc:

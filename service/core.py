@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from poseapi.render import Scene, ScenePerson, render_pose_png
 from posecontract.geometry import Crop, Intrinsics, make_crop
 from posecontract.layout import INPUT_SIZE
 from posecontract.skeleton import JOINT_NAMES, PARENTS
@@ -24,7 +25,6 @@ from service.batching import Batcher, Reservation
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest
 from service.imaging import DecodedImage, crop_for_model, decode_image
 from service.postprocess import PersonPose, person_pose
-from service.render import Scene, ScenePerson, render_pose_png
 from service.results import Box, ModelDescription, ModelInfo, PersonResult, PoseResult
 from service.schemas import PredictOptions, check_options, check_timeout
 from service.settings import Settings

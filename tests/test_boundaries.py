@@ -1,5 +1,11 @@
-"""The architecture's seams: service/ never imports training/, posecontract/ imports neither,
-and poseclient/ stays a light client (the gRPC stubs and the contract, no service core, no torch).
+"""The architecture's seams.
+
+- posecontract/ (the model's contract) imports none of our other packages;
+- poseapi/ (the wire contract) imports only posecontract: the server and the client share it;
+- service/ never imports training/ or poseclient/;
+- poseclient/ imports poseapi and posecontract, never the server, training or the server's
+  dependencies at module level. Its one door to the service is `poseclient.local` (`--local`),
+  which imports the service inside `LocalService`, when one is made.
 """
 
 import ast
@@ -10,18 +16,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# The command line's --local mode runs the service core in-process, and --grpc --render draws with
-# the service's renderer; the CLI imports these two only when asked to, so they are the modules of
-# poseclient/ that may import the service (local.py: torch too).
-IN_PROCESS = {"poseclient/local.py", "poseclient/draw.py"}
+SERVER_ONLY = {"service", "training", "torch", "fastapi", "pydantic", "uvicorn", "starlette"}
 
 
-def _imports(package: str) -> set[tuple[str, str]]:
-    """(file, module) of every absolute import under `package`, modules named in full."""
+def _imports(package: str, *, module_level: bool = False) -> set[tuple[str, str]]:
+    """(file, module) of every absolute import under `package`, modules named in full;
+    `module_level`: only those run when the module is imported (not inside functions)."""
     found = set()
     for path in (ROOT / package).rglob("*.py"):
         where = str(path.relative_to(ROOT))
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        nodes = _module_level(tree) if module_level else ast.walk(tree)
+        for node in nodes:
             if isinstance(node, ast.Import):
                 found |= {(where, a.name) for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -29,37 +35,48 @@ def _imports(package: str) -> set[tuple[str, str]]:
     return found
 
 
+def _module_level(tree: ast.Module):
+    """The statements run on import: the module's, and those in its if/try blocks."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, (ast.If, ast.Try)):
+            todo += [*node.body, *node.orelse, *getattr(node, "finalbody", []),
+                     *(s for h in getattr(node, "handlers", []) for s in h.body)]
+
+
 def _within(module: str, packages: set[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in packages)
 
 
-@pytest.mark.parametrize("package, forbidden, allowed", [
-    ("service", {"training"}, set()),
-    ("posecontract", {"training", "service"}, set()),
-    ("poseclient", {"training", "service", "torch", "fastapi", "pydantic", "uvicorn"},
-     {"service.grpc_gen"}),
+@pytest.mark.parametrize("package, forbidden", [
+    ("posecontract", {"training", "service", "poseapi", "poseclient"}),
+    ("poseapi", {"training", "service", "poseclient", "torch", "fastapi", "pydantic"}),
+    ("service", {"training", "poseclient"}),
 ])
-def test_package_does_not_import(package, forbidden, allowed):
+def test_package_does_not_import(package, forbidden):
     imports = _imports(package)
-    offenders = sorted((f, m) for f, m in imports if _within(m, forbidden)
-                       and not _within(m, allowed) and f not in IN_PROCESS)
-    assert offenders == []
+    assert sorted((f, m) for f, m in imports if _within(m, forbidden)) == []
     assert imports, f"no imports found under {package}/: the scan is broken"
 
 
-def test_the_in_process_exceptions_are_still_needed():
-    imports = _imports("poseclient")
-    assert {f for f, m in imports if _within(m, {"service"}) and not _within(
-        m, {"service.grpc_gen"})} == IN_PROCESS
+def test_the_client_imports_no_server_on_import():
+    imports = _imports("poseclient", module_level=True)
+    assert sorted((f, m) for f, m in imports if _within(m, SERVER_ONLY)) == []
+    assert imports, "no imports found under poseclient/: the scan is broken"
 
 
-def test_importing_the_client_and_its_command_line_loads_no_service_core():
-    code = ("import sys, poseclient, poseclient.cli; "
+def test_only_the_local_mode_reaches_the_service_and_only_when_asked():
+    everywhere = _imports("poseclient")
+    assert {f for f, m in everywhere if _within(m, SERVER_ONLY)} == {"poseclient/local.py"}
+
+
+def test_importing_the_client_and_its_command_line_loads_no_server():
+    code = ("import sys, poseclient, poseclient.cli, poseclient.draw, poseclient.local; "
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('service', 'training', 'torch', 'fastapi', 'pydantic', 'uvicorn'))))")
+            f"{sorted(SERVER_ONLY)!r})))")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    loaded = run.stdout.split()
-    assert loaded and all(m == "service" or _within(m, {"service.grpc_gen"}) for m in loaded), \
-        loaded
+    assert run.stdout.split() == []

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from posecontract.layout import INPUT, OUTPUTS
-from posecontract.triton import spare_cpu_threads
 from service.backends.base import ModelInfo
+from service.cpus import spare_cpu_threads
 from service.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from google.protobuf import struct_pb2
 
 from poseapi import heatmaps as wire_heatmaps
+from poseapi.grpc_gen.pose.v1 import pose_pb2
 from posecontract.skeleton import JOINT_NAMES
 from service.errors import ServiceError
-from service.grpc_gen.pose.v1 import pose_pb2
 from service.results import ModelDescription, PersonResult, PoseResult
 
 HEATMAP_FORMATS = {

@@ -27,10 +27,10 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from poseapi.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from service.errors import InvalidRequest, ServiceError
 from service.gateway import new_request_id
 from service.grpc import encode
-from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from service.schemas import PredictOptions, parse_options
 
 if TYPE_CHECKING:

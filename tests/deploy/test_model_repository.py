@@ -9,13 +9,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from posecontract.layout import INPUT, OUTPUTS
-from posecontract.triton import (
-    ServingOptions,
-    cgroup_cpu_limit,
-    render_config,
-    render_cpu_twin_config,
-    spare_cpu_threads,
-)
+from posecontract.triton import ServingOptions, render_config, render_cpu_twin_config
+from service.cpus import cgroup_cpu_limit, spare_cpu_threads
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt"))
@@ -85,7 +80,7 @@ def test_intra_op_threads_render_as_the_backends_parameter(render):
 ])
 def test_spare_cpu_threads_leaves_one_cpu_to_the_gateway(monkeypatch, cpus, limit, threads):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: cpus)
-    monkeypatch.setattr("posecontract.triton.cgroup_cpu_limit", lambda: limit)
+    monkeypatch.setattr("service.cpus.cgroup_cpu_limit", lambda: limit)
     assert spare_cpu_threads() == threads
 
 

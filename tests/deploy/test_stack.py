@@ -9,6 +9,7 @@ MARGIPOSE_REQUIRE_TRITON=1 (CI).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -149,6 +150,23 @@ def test_dockerfiles_pass_hadolint():
     for dockerfile in dockerfiles:
         text = dockerfile.read_text()
         assert "\nUSER 10001\n" in text and "HEALTHCHECK" in text, dockerfile.name
+
+
+def test_the_gateway_image_copies_every_package_the_service_imports():
+    ours = {"posecontract", "poseapi", "poseclient", "service", "training", "deploy"}
+    imported = {"service"}
+    for path in (ROOT / "service").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
+                     and node.module else [])
+            imported |= {n.split(".")[0] for n in names} & ours
+    text = (ROOT / "docker" / "gateway.Dockerfile").read_text()
+    stages = [s for s in text.split("\nFROM ") if " AS gateway" in s.splitlines()[0]]
+    assert len(stages) == 2  # gateway-torch and gateway
+    for stage in stages:
+        copied = set(re.findall(r"^COPY (\w+)/ \1/$", stage, re.MULTILINE))
+        assert copied == imported, stage.splitlines()[0]
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool (Debian: prometheus)")

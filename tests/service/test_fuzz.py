@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from poseapi.grpc_gen.pose.v1 import pose_pb2
 from service.errors import ServiceError
 from service.grpc import Undecodable, lenient, options_from_request
-from service.grpc_gen.pose.v1 import pose_pb2
 from service.imaging import decode_image
 from service.rest import OPTION_FIELDS, options_from_fields
 from service.schemas import PredictOptions, check_options, parse_options

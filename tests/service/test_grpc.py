@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
+from poseapi.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from posecontract.skeleton import JOINT_NAMES, ROOT
 from service.grpc import peer_host
-from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from service.settings import Settings
 
 from .conftest import MODEL_NAME, RunningServer, free_port, jpeg_bytes

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service.grpc_gen.pose.v1 import pose_pb2 as service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2
+from poseapi.grpc_gen.pose.v1 import pose_pb2 as poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in service/grpc_gen/pose/v1/pose_pb2_grpc.py depends on'
+        + ' but the generated code in poseapi/grpc_gen/pose/v1/pose_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class PoseServiceStub:
         """
         self.Predict = channel.unary_unary(
                 '/pose.v1.PoseService/Predict',
-                request_serializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.SerializeToString,
-                response_deserializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.FromString,
+                request_serializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.SerializeToString,
+                response_deserializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.FromString,
                 _registered_method=True)
         self.StreamPredict = channel.stream_stream(
                 '/pose.v1.PoseService/StreamPredict',
-                request_serializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.SerializeToString,
-                response_deserializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.FromString,
+                request_serializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.SerializeToString,
+                response_deserializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.FromString,
                 _registered_method=True)
         self.GetModel = channel.unary_unary(
                 '/pose.v1.PoseService/GetModel',
-                request_serializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.GetModelRequest.SerializeToString,
-                response_deserializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.ModelDescription.FromString,
+                request_serializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.ModelDescription.FromString,
                 _registered_method=True)
 
 
@@ -80,18 +80,18 @@ def add_PoseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
-                    request_deserializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.FromString,
-                    response_serializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.SerializeToString,
+                    request_deserializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.FromString,
+                    response_serializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.SerializeToString,
             ),
             'StreamPredict': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamPredict,
-                    request_deserializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.FromString,
-                    response_serializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.SerializeToString,
+                    request_deserializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.FromString,
+                    response_serializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.SerializeToString,
             ),
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
-                    request_deserializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.GetModelRequest.FromString,
-                    response_serializer=service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.ModelDescription.SerializeToString,
+                    request_deserializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.GetModelRequest.FromString,
+                    response_serializer=poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.ModelDescription.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -119,8 +119,8 @@ class PoseService:
             request,
             target,
             '/pose.v1.PoseService/Predict',
-            service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.SerializeToString,
-            service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.FromString,
+            poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.SerializeToString,
+            poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -146,8 +146,8 @@ class PoseService:
             request_iterator,
             target,
             '/pose.v1.PoseService/StreamPredict',
-            service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.SerializeToString,
-            service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.FromString,
+            poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictRequest.SerializeToString,
+            poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.PredictResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -173,8 +173,8 @@ class PoseService:
             request,
             target,
             '/pose.v1.PoseService/GetModel',
-            service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.GetModelRequest.SerializeToString,
-            service_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.ModelDescription.FromString,
+            poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.GetModelRequest.SerializeToString,
+            poseapi_dot_grpc__gen_dot_pose_dot_v1_dot_pose__pb2.ModelDescription.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-GENERATED = ROOT / "service" / "grpc_gen"
+GENERATED = ROOT / "poseapi" / "grpc_gen"
 
 
 def _protoc_args() -> list[str]:
@@ -33,7 +33,7 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path):
     done = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", *args], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    fresh = _files(tmp_path / "service" / "grpc_gen")
+    fresh = _files(tmp_path / "poseapi" / "grpc_gen")
     committed = _files(GENERATED)
     assert set(fresh) == {"pose/v1/pose_pb2.py", "pose/v1/pose_pb2.pyi", "pose/v1/pose_pb2_grpc.py"}
     assert set(committed) == set(fresh)
@@ -42,7 +42,7 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path):
 
 
 def test_stubs_import_as_a_package():
-    from service.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
+    from poseapi.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 
     assert pose_pb2.DESCRIPTOR.package == "pose.v1"
     assert pose_pb2_grpc.PoseServiceStub

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from posecontract.skeleton import JOINT_NAMES
-from service.render import (
+from poseapi.render import (
     HEAD_TOP,
     LEFT,
     MARKER,
@@ -22,6 +21,7 @@ from service.render import (
     side_colour,
     view_matrix,
 )
+from posecontract.skeleton import JOINT_NAMES
 
 WIDTH, HEIGHT = 640, 480
 FOCAL, ROOT_DEPTH = 1000.0, 4000.0
