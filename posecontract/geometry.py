@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posecontract.skeleton import BONES, FLIP_PERMUTATION, JOINT_NAMES
+from posecontract.skeleton import FLIP_PERMUTATION, JOINT_NAMES
 
 _L_HIP, _L_KNEE = JOINT_NAMES.index("left_hip"), JOINT_NAMES.index("left_knee")
 _PELVIS, _SPINE, _NECK = (JOINT_NAMES.index(n) for n in ("pelvis", "spine", "neck"))
@@ -292,12 +292,6 @@ def uncrop_points(crop: Crop, points: np.ndarray) -> np.ndarray:
     return _apply(np.linalg.inv(crop.point_matrix), points)
 
 
-def crop_pixels(crop: Crop, uv: np.ndarray) -> np.ndarray:
-    """Map original pixel coordinates (..., 2) into the crop."""
-    uv = np.asarray(uv, dtype=np.float64)
-    return uv @ crop.pixel_matrix[:2, :2].T + crop.pixel_matrix[:2, 2]
-
-
 def uncrop_pixels(crop: Crop, uv: np.ndarray) -> np.ndarray:
     """Map crop pixel coordinates (..., 2) back to the original image."""
     inv = np.linalg.inv(crop.pixel_matrix)
@@ -345,27 +339,6 @@ def knee_neck_length(joints: np.ndarray) -> np.ndarray:
         return np.linalg.norm(joints[..., a, :] - joints[..., b, :], axis=-1)
 
     return dist(_L_KNEE, _L_HIP) + dist(_SPINE, _PELVIS) + dist(_NECK, _SPINE)
-
-
-def bone_length_ratio(reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Scale measure relative to a `reference` skeleton (17, 3): the inverse of the median over
-    the 16 bones of (reference length / predicted length). It is 1 at the reference's size, so
-    use it with `root_depth_from_scale(..., target=1.0)`.
-    """
-    reference = np.asarray(reference, dtype=np.float64)
-    ref = np.array([np.linalg.norm(reference[j] - reference[p]) for j, p in BONES])
-
-    def measure(joints: np.ndarray) -> np.ndarray:
-        joints = np.asarray(joints, dtype=np.float64)
-        lengths = np.stack(
-            [np.linalg.norm(joints[..., j, :] - joints[..., p, :], axis=-1) for j, p in BONES],
-            axis=-1,
-        )
-        # A collapsed bone gives an infinite ratio, which the median outvotes unless most are.
-        with np.errstate(divide="ignore"):
-            return 1.0 / np.median(ref / lengths, axis=-1)
-
-    return measure
 
 
 def root_depth_from_scale(

@@ -11,8 +11,6 @@ from posecontract.geometry import (
     KNEE_NECK_MM,
     CropChain,
     Intrinsics,
-    bone_length_ratio,
-    crop_pixels,
     crop_points,
     denormalise,
     knee_neck_length,
@@ -23,6 +21,7 @@ from posecontract.geometry import (
     uncrop_points,
 )
 from posecontract.skeleton import FLIP_PERMUTATION, NUM_JOINTS, ROOT
+from tests.contract.helpers import bone_length_ratio, crop_pixels
 
 # The published normaliser test vector (pose3d-utils), a 2048 x 2048 MPI-INF-3DHP camera.
 VECTOR_CAMERA = Intrinsics(1490.952, 1491.108, 987.6075, 1019.069)

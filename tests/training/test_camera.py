@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from posecontract.geometry import Intrinsics, crop_pixels, make_crop
+from posecontract.geometry import Intrinsics, make_crop
+from tests.contract.helpers import crop_pixels
 from training.camera import (
     AUG_3D,
     AUG_MPII,
