@@ -1,8 +1,10 @@
-"""Small values of the API that server and clients both hold: a person box, the model's name."""
+"""Small values of the API that server and clients both hold: a person box, the model that
+answered, the served model's description."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,3 +24,29 @@ class ModelInfo:
     name: str
     version: str
     backend: str
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """The served model: name, version, backend, input size, skeleton and model card
+    (`/v1/model` and `GetModel`)."""
+
+    name: str
+    version: str
+    backend: str
+    input_size: int
+    joints: tuple[str, ...]
+    parents: tuple[int, ...]
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The REST API's GET /v1/model body."""
+        return {"name": self.name, "version": self.version, "backend": self.backend,
+                "input_size": self.input_size, "joints": list(self.joints),
+                "parents": list(self.parents), "card": self.card}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ModelDescription:
+        return cls(body["name"], body["version"], body["backend"], int(body["input_size"]),
+                   tuple(body["joints"]), tuple(int(p) for p in body["parents"]),
+                   dict(body["card"]))

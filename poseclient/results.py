@@ -13,10 +13,13 @@ from typing import Any, Literal
 import numpy as np
 
 from poseapi import heatmaps as wire_heatmaps
-from poseapi.values import Box, ModelInfo
+from poseapi.values import Box, ModelDescription, ModelInfo
 from posecontract.geometry import Intrinsics
 
 JointField = Literal["pixel", "camera_mm", "relative_mm", "normalised", "uncertainty_mm"]
+__all__ = ["PLANES", "Box", "FrameError", "Joint", "JointField", "ModelDescription", "ModelInfo",
+           "Person", "PredictResult", "decode_heatmaps"]
+
 PLANES = ("xy", "zy", "xz")  # heatmap order: rows of the PNG mosaic, first axis of the array
 
 
@@ -103,31 +106,6 @@ class FrameError:
     message: str
     retry_after: float | None = None
     request_id: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelDescription:
-    """The served model: skeleton, input size, name, version, backend and model card."""
-
-    name: str
-    version: str
-    backend: str
-    input_size: int
-    joints: tuple[str, ...]
-    parents: tuple[int, ...]
-    card: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        """The REST API's GET /v1/model body."""
-        return {"name": self.name, "version": self.version, "backend": self.backend,
-                "input_size": self.input_size, "joints": list(self.joints),
-                "parents": list(self.parents), "card": self.card}
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> ModelDescription:
-        return cls(body["name"], body["version"], body["backend"], int(body["input_size"]),
-                   tuple(body["joints"]), tuple(int(p) for p in body["parents"]),
-                   dict(body["card"]))
 
 
 def _person(p: dict[str, Any]) -> Person:

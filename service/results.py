@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from poseapi.values import Box, ModelInfo
+from poseapi.values import Box, ModelDescription, ModelInfo
 from posecontract.geometry import Intrinsics
 from service.postprocess import PersonPose
 
@@ -43,16 +43,3 @@ class PoseResult:
     persons: list[PersonResult]
     timings_ms: dict[str, float]
     heatmap_format: str = "none"    # how the transports should carry `PersonResult.heatmaps`
-
-
-@dataclass(frozen=True)
-class ModelDescription:
-    """The served model: what `/v1/model` and `GetModel` describe."""
-
-    name: str
-    version: str
-    backend: str
-    input_size: int
-    joints: tuple[str, ...]
-    parents: tuple[int, ...]
-    card: dict = field(default_factory=dict)

@@ -23,6 +23,24 @@ MIN_RETRY_AFTER_S = 0.1  # floor of the 429 hint, so that clients do not retry i
 ADMISSION_SHARE = 0.8
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The batcher's bounds, shared by the loop and admission."""
+
+    max_batch_size: int
+    max_wait_s: float
+    max_queue: int
+    max_concurrent_batches: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.max_batch_size, self.max_queue, self.max_concurrent_batches) < 1 \
+                or self.max_wait_s < 0:
+            raise ValueError(f"max_batch_size, max_queue, max_concurrent_batches must be >= 1 "
+                             f"and max_wait_s >= 0, got {self.max_batch_size}, "
+                             f"{self.max_queue}, {self.max_concurrent_batches}, "
+                             f"{self.max_wait_s}")
+
+
 @dataclass(eq=False)
 class InFlight:
     """A batch the backend is running: its size and the backend time it has accrued so far."""
@@ -46,13 +64,9 @@ class Reservation:
 class Admission:
     """The work ahead of a new crop, and the decision to take it or refuse it (Overloaded)."""
 
-    def __init__(self, *, name: str, max_batch_size: int, max_wait_s: float, max_queue: int,
-                 max_concurrent_batches: int, clock: Callable[[], float]):
+    def __init__(self, limits: Limits, *, name: str, clock: Callable[[], float]):
+        self.limits = limits
         self.name = name
-        self._max_batch_size = max_batch_size
-        self._max_wait_s = max_wait_s
-        self._max_queue = max_queue
-        self._max_concurrent = max_concurrent_batches
         self._clock = clock
         self.queued = 0    # crops waiting in the loop's queue
         self.reserved = 0  # crops admitted by `reserve`, not yet submitted
@@ -104,12 +118,12 @@ class Admission:
         (`passes` times in a row); else return `expected_done_s(k)` (None before a batch was
         timed). No check for k = 0 or k > max_queue (the loop refuses that as InvalidRequest).
         """
-        if k == 0 or k > self._max_queue:
+        if k == 0 or k > self.limits.max_queue:
             return None
         coming = self.queued + (self.reserved if reserving else 0)
-        if coming + k > self._max_queue:
-            raise errors.Overloaded(f"{self.name} is busy: {coming} of {self._max_queue} crops "
-                                    f"waiting or coming, no room for {k} more",
+        if coming + k > self.limits.max_queue:
+            raise errors.Overloaded(f"{self.name} is busy: {coming} of {self.limits.max_queue} "
+                                    f"crops waiting or coming, no room for {k} more",
                                     retry_after=self.retry_after(k))
         expected = self.expected_done_s(k)
         if expected is None:
@@ -147,8 +161,8 @@ class Admission:
         rate = self.arrivals.per_second(now)
         n = self.queued + self.reserved + k
         while n > 0:
-            size = min(n, self._max_batch_size)
-            t += cost(min(self._max_batch_size, size + rate * t)) or 0.0
+            size = min(n, self.limits.max_batch_size)
+            t += cost(min(self.limits.max_batch_size, size + rate * t)) or 0.0
             n -= size
         return t
 
@@ -161,15 +175,17 @@ class Admission:
         any batch was timed, max_wait_s per round of batches (at least MIN_RETRY_AFTER_S)."""
         expected = self.expected_done_s(k)
         if expected is None:
-            batches = math.ceil((self.queued + k) / self._max_batch_size)
-            expected = math.ceil(batches / self._max_concurrent) * self._max_wait_s
+            batches = math.ceil((self.queued + k) / self.limits.max_batch_size)
+            rounds = math.ceil(batches / self.limits.max_concurrent_batches)
+            expected = rounds * self.limits.max_wait_s
         return max(MIN_RETRY_AFTER_S, expected)
 
     def _alone_s(self, k: int) -> float:
         """Estimated seconds to infer `k` crops on an idle backend (needs a measurement)."""
-        full, rest = divmod(k, self._max_batch_size)
+        full, rest = divmod(k, self.limits.max_batch_size)
         cost = self.cost.predict
-        return full * (cost(self._max_batch_size) or 0.0) + ((cost(rest) or 0.0) if rest else 0.0)
+        alone = full * (cost(self.limits.max_batch_size) or 0.0)
+        return alone + ((cost(rest) or 0.0) if rest else 0.0)
 
     def _accrue(self, now: float) -> None:
         """Share the time since the last update equally among the batches in flight."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from posecontract.layout import INPUT
 from service import errors
-from service.batching.admission import Admission, Reservation
+from service.batching.admission import Admission, Limits, Reservation
 
 logger = logging.getLogger(__name__)
 
@@ -78,21 +78,15 @@ class Batcher:
     def __init__(self, infer: Infer, *, max_batch_size: int, max_wait_s: float, max_queue: int,
                  max_concurrent_batches: int = 1, name: str = "batcher",
                  on_batch: BatchObserver | None = None):
-        if min(max_batch_size, max_queue, max_concurrent_batches) < 1 or max_wait_s < 0:
-            raise ValueError(f"{name}: max_batch_size, max_queue, max_concurrent_batches must be "
-                             f">= 1 and max_wait_s >= 0, got {max_batch_size}, {max_queue}, "
-                             f"{max_concurrent_batches}, {max_wait_s}")
+        try:
+            self.limits = Limits(max_batch_size, max_wait_s, max_queue, max_concurrent_batches)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
         self.name = name
         self._infer = infer
-        self._max_batch_size = max_batch_size
-        self._max_wait_s = max_wait_s
-        self._max_queue = max_queue
-        self._max_concurrent = max_concurrent_batches
         self._on_batch = on_batch
         self._queue: deque[_Request] = deque()
-        self.admission = Admission(name=name, max_batch_size=max_batch_size,
-                                   max_wait_s=max_wait_s, max_queue=max_queue,
-                                   max_concurrent_batches=max_concurrent_batches,
+        self.admission = Admission(self.limits, name=name,
                                    clock=lambda: asyncio.get_running_loop().time())
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrent_batches)
@@ -165,8 +159,9 @@ class Batcher:
             state = "shutting down" if self._stopping else "not started"
             raise errors.BackendUnavailable(f"{self.name} is {state}")
         k = len(items)
-        if k > self._max_queue:
-            raise errors.InvalidRequest(f"too many person crops ({k}); at most {self._max_queue}")
+        if k > self.limits.max_queue:
+            raise errors.InvalidRequest(
+                f"too many person crops ({k}); at most {self.limits.max_queue}")
         loop = asyncio.get_running_loop()
         now = loop.time()
         if deadline <= now:
@@ -227,8 +222,8 @@ class Batcher:
             timeout = None
             if self._queue:
                 now = loop.time()
-                flush_at = self._queue[0].arrival + self._max_wait_s
-                due = self.admission.queued >= self._max_batch_size or now >= flush_at
+                flush_at = self._queue[0].arrival + self.limits.max_wait_s
+                due = self.admission.queued >= self.limits.max_batch_size or now >= flush_at
                 if due or self._stopping:
                     batch = self._take(now)
                     if batch:
@@ -247,13 +242,13 @@ class Batcher:
         """Take up to max_batch_size crops in arrival order, skipping expired requests."""
         batch: list[_Slice] = []
         size = 0
-        while self._queue and size < self._max_batch_size:
+        while self._queue and size < self.limits.max_batch_size:
             request = self._queue[0]
             if request.deadline <= now:
                 # Its own timer in `submit` answers with DeadlineExceeded; do not infer it.
                 self._drop(request)
                 continue
-            n = min(request.remaining, self._max_batch_size - size)
+            n = min(request.remaining, self.limits.max_batch_size - size)
             batch.append(_Slice(request, request.taken, request.taken + n))
             request.taken += n
             self.admission.dequeued(n)

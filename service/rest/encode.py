@@ -49,5 +49,4 @@ def _person(person: PersonResult, heatmap_format: str) -> schemas.Person:
 
 def model_description(description: ModelDescription) -> dict:
     """`/v1/model`'s body."""
-    return {**dataclasses.asdict(description), "joints": list(description.joints),
-            "parents": list(description.parents)}
+    return description.to_json()

@@ -10,6 +10,7 @@ from service.batching import (
     RATE_WINDOW_S,
     Admission,
     ArrivalRate,
+    Limits,
 )
 from service.errors import Overloaded
 
@@ -23,8 +24,8 @@ class Clock:
 
 
 def _admission(clock: Clock, max_queue: int = 8) -> Admission:
-    return Admission(name="test", max_batch_size=4, max_wait_s=0.05, max_queue=max_queue,
-                     max_concurrent_batches=1, clock=clock)
+    return Admission(Limits(max_batch_size=4, max_wait_s=0.05, max_queue=max_queue),
+                     name="test", clock=clock)
 
 
 def _measure(admission: Admission, clock: Clock, size: int, seconds: float) -> None:
