@@ -4,7 +4,7 @@
     python -m bench.reliability --soak-s 20 --overload-s 10 --json /tmp/r.json  # smoke
 
 Topology (local processes, loopback only): the real Triton (bundled tritonserver, CPU twin of
-the model), a fault proxy (bench/faultproxy.py) in front of Triton's gRPC port, and the gateway
+the model), a fault proxy (deploy/faultproxy.py) in front of Triton's gRPC port, and the gateway
 (`serve --backend triton`) pointed at the proxy. With `--backend local` the gateway runs the
 embedded backend instead and the fault scenarios that need Triton are skipped.
 
@@ -50,9 +50,9 @@ import httpx
 import numpy as np
 
 from bench import loadgen
-from bench.faultproxy import FaultProxy
 from bench.report import describe_machine, machine_info, write_json
 from bench.serving import Spawned, gateway_command
+from deploy.faultproxy import FaultProxy
 from deploy.triton_server import TritonServer, free_port, missing_reason
 
 MARGIN_S = 1.0  # an answer may come this long after its deadline (scheduling, encoding)

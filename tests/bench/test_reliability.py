@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import reliability
-from bench.faultproxy import FaultProxy
+from deploy.faultproxy import FaultProxy
 from deploy.triton_server import missing_reason
 from tests.conftest import MODEL_NAME
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import socket
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
+from deploy.badinput import good_jpeg as jpeg_bytes  # noqa: F401  (the corpus's good picture)
 from service.gateway import Gateway
 from service.settings import Settings
 from tests.conftest import MODEL_NAME
@@ -75,16 +73,6 @@ def server(model_repository) -> Iterator[RunningServer]:
 def client(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
-
-
-def jpeg_bytes(width: int = 320, height: int = 240, seed: int = 0) -> bytes:
-    """A smooth random colour image as JPEG."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
-    image = Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def run(coro):

@@ -1,4 +1,4 @@
-"""The bad-input corpus (bench/badinput.py) against a real gateway, and slow uploads.
+"""The bad-input corpus (deploy/badinput.py) against a real gateway, and slow uploads.
 
 Every malformed request gets its documented status (or gRPC code), error code and message, and
 afterwards the gateway is healthy: ready, serving good requests on both transports, nothing left
@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from bench import badinput
+from deploy import badinput
 from service.settings import Settings
 
 from .conftest import MODEL_NAME, RunningServer, free_port, jpeg_bytes
