@@ -24,9 +24,9 @@ from service.backends.base import Backend
 from service.batching import Batcher, Reservation
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest
 from service.imaging import DecodedImage, crop_for_model, decode_image
+from service.options import PredictOptions, check_options, check_timeout
 from service.postprocess import PersonPose, person_pose
 from service.results import Box, ModelDescription, ModelInfo, PersonResult, PoseResult
-from service.schemas import PredictOptions, check_options, check_timeout
 from service.settings import Settings
 
 T = TypeVar("T")

@@ -2,6 +2,8 @@
 
 - posecontract/ (the model's contract) imports none of our other packages;
 - poseapi/ (the wire contract) imports only posecontract: the server and the client share it;
+  its REST JSON models (poseapi/schemas.py) alone need pydantic, and the client never
+  imports them;
 - service/ never imports training/ or poseclient/;
 - poseclient/ imports poseapi and posecontract, never the server, training or the server's
   dependencies at module level. Its one door to the service is `poseclient.local` (`--local`),
@@ -52,13 +54,19 @@ def _within(module: str, packages: set[str]) -> bool:
 
 @pytest.mark.parametrize("package, forbidden", [
     ("posecontract", {"training", "service", "poseapi", "poseclient"}),
-    ("poseapi", {"training", "service", "poseclient", "torch", "fastapi", "pydantic"}),
+    ("poseapi", {"training", "service", "poseclient", "torch", "fastapi"}),
     ("service", {"training", "poseclient"}),
 ])
 def test_package_does_not_import(package, forbidden):
     imports = _imports(package)
     assert sorted((f, m) for f, m in imports if _within(m, forbidden)) == []
     assert imports, f"no imports found under {package}/: the scan is broken"
+
+
+def test_only_the_json_models_of_the_api_need_pydantic():
+    assert {f for f, m in _imports("poseapi") if _within(m, {"pydantic"})} == \
+        {"poseapi/schemas.py"}
+    assert not {m for _, m in _imports("poseclient") if _within(m, {"poseapi.schemas"})}
 
 
 def test_the_client_imports_no_server_on_import():

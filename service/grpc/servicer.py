@@ -30,7 +30,7 @@ from poseapi.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from service.errors import InvalidRequest, ServiceError
 from service.gateway import new_request_id
 from service.grpc import encode
-from service.schemas import PredictOptions, parse_options
+from service.options import PredictOptions, parse_options
 
 if TYPE_CHECKING:
     from service.gateway import Gateway

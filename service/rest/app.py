@@ -20,12 +20,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from poseapi.schemas import ErrorResponse, PredictResponse
 from service.errors import RequestTimeout, ServiceError
 from service.gateway import new_request_id
 from service.metrics import CONTENT_TYPE
 from service.rest import encode
 from service.rest.inputs import PredictInput, openapi_inputs, read_predict_request
-from service.schemas import ErrorResponse, PredictResponse
 
 if TYPE_CHECKING:
     from service.gateway import Gateway

@@ -1,4 +1,4 @@
-"""The core's typed results as REST's JSON models (service.schemas): heatmaps in base64."""
+"""The core's typed results as REST's JSON models (poseapi.schemas): heatmaps in base64."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import base64
 import dataclasses
 
 from poseapi import heatmaps as wire_heatmaps
+from poseapi import schemas
 from posecontract.skeleton import JOINT_NAMES
-from service import schemas
 from service.results import ModelDescription, PersonResult, PoseResult
 
 

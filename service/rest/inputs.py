@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from service.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from service.imaging import ACCEPTED_TYPES, SNIFFED_TYPES
-from service.schemas import PredictOptions, parse_options
+from service.options import PredictOptions, parse_options
 
 OPTION_FIELDS = ("boxes", "fx", "fy", "cx", "cy", "root_depth_mm", "heatmaps", "timeout_s")
 

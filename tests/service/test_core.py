@@ -19,7 +19,7 @@ from posecontract.skeleton import JOINT_NAMES, NUM_JOINTS, joint_index
 from service.backends.base import ModelInfo
 from service.core import PoseService
 from service.errors import InvalidRequest
-from service.schemas import Box, CameraIntrinsics, PredictOptions
+from service.options import Box, CameraIntrinsics, PredictOptions
 from service.settings import Settings
 
 BLOBS = {"head_top": 0, "left_ankle": 1, "right_wrist": 2}  # joint -> colour channel

@@ -18,8 +18,8 @@ from poseapi.grpc_gen.pose.v1 import pose_pb2
 from service.errors import ServiceError
 from service.grpc import Undecodable, lenient, options_from_request
 from service.imaging import decode_image
+from service.options import PredictOptions, check_options, parse_options
 from service.rest import OPTION_FIELDS, options_from_fields
-from service.schemas import PredictOptions, check_options, parse_options
 
 from .conftest import jpeg_bytes
 

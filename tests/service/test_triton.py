@@ -38,7 +38,7 @@ from service.backends.local import LocalBackend
 from service.backends.triton import TritonBackend
 from service.core import PoseService
 from service.errors import BackendUnavailable, DeadlineExceeded
-from service.schemas import Box, PredictOptions
+from service.options import Box, PredictOptions
 from service.settings import Settings
 from tests.service.conftest import RunningServer
 

@@ -1,4 +1,8 @@
-"""Request options and response models of API v1, shared by REST and gRPC."""
+"""The options of a predict request, as the core takes them, and their checks.
+
+REST (query or form fields) and gRPC (PredictRequest fields) each turn their input into
+`PredictOptions`; what is wrong becomes InvalidRequest naming the option and what is allowed.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from poseapi.schemas import Box, CameraIntrinsics
 from service.errors import InvalidRequest
 
 HeatmapFormat = Literal["none", "f16", "png"]
 
-
-class Box(BaseModel):
-    """A person box in original-image pixels: top-left corner and size."""
-
-    x: float
-    y: float
-    w: float
-    h: float
-
-
-class CameraIntrinsics(BaseModel):
-    fx: float
-    fy: float
-    cx: float
-    cy: float
+__all__ = ["Box", "CameraIntrinsics", "HeatmapFormat", "PredictOptions", "check_options",
+           "check_timeout", "parse_options"]
 
 
 class PredictOptions(BaseModel):
@@ -83,55 +75,3 @@ def check_timeout(t: float | None) -> None:
         raise InvalidRequest(f"timeout_s must be a positive number of seconds, got {t}")
 
 
-class Joint(BaseModel):
-    name: str
-    pixel: tuple[float, float] = Field(description="(u, v) in original-image pixels")
-    camera_mm: tuple[float, float, float] = Field(description="(X, Y, Z) camera space, mm")
-    relative_mm: tuple[float, float, float] = Field(description="offset from the pelvis, mm")
-    normalised: tuple[float, float, float] = Field(description="model output in (-1, 1)")
-    uncertainty_mm: tuple[float, float, float] = Field(
-        description="one standard deviation per camera axis from the marginal heatmaps, mm"
-    )
-
-
-class Heatmaps(BaseModel):
-    """The final-stage marginals of one person, order xy, zy, xz."""
-
-    format: Literal["f16", "png"]
-    shape: list[int] = Field(description="[3, 17, 32, 32]: plane, joint, row, column")
-    dtype: str = Field(description="float16 (little-endian) or uint16 PNG tiles")
-    data: str = Field(description="base64")
-    scale: list[float] | None = Field(
-        None, description="png only: per (plane, joint) value of the brightest pixel (65535)"
-    )
-
-
-class Person(BaseModel):
-    box: Box
-    box_source: Literal["request", "auto"]
-    crop: dict = Field(description="crop centre (u, v) and side in original pixels")
-    root_depth_mm: float
-    root_depth_source: Literal["request", "knee_neck_prior", "crop_size_prior"]
-    joints: list[Joint]
-    heatmaps: Heatmaps | None = None
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(description="e.g. invalid_image, payload_too_large, overloaded")
-    message: str = Field(description="what was wrong and what is allowed")
-    retry_after: float | None = Field(None, description="seconds to wait before retrying")
-
-
-class ErrorResponse(BaseModel):
-    """The body of every error answer."""
-
-    error: ErrorDetail
-
-
-class PredictResponse(BaseModel):
-    model: dict
-    image: dict = Field(description="width and height after EXIF orientation")
-    intrinsics: CameraIntrinsics
-    intrinsics_source: Literal["request", "default_fov"]
-    persons: list[Person]
-    timings_ms: dict[str, float]
