@@ -36,7 +36,7 @@ def pick_model(repository: Path) -> str:
 
 def service_options(options: Options, timeout_s: float | None = None) -> Any:
     """The service's PredictOptions for the client's Options (and a deadline)."""
-    from service.schemas import parse_options
+    from service.options import parse_options
 
     raw: dict = {"boxes": [dict(zip("xywh", b, strict=True)) for b in options.boxes],
                  "heatmaps": options.heatmaps, "root_depth_mm": options.root_depth_mm,
