@@ -31,11 +31,38 @@ from service.metrics import Metrics
 from service.results import PoseResult
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
 access_log = logging.getLogger("margipose.access")
+
+
+# Request ids travel back in HTTP headers and gRPC metadata, and into logs and traces: both
+# want printable ASCII, and metadata wants it short. An id that breaks the rule is replaced.
+REQUEST_ID_MAX_CHARS = 128
+REQUEST_ID_RULE = (f"1 to {REQUEST_ID_MAX_CHARS} printable ASCII characters (space to ~), "
+                   "not starting or ending with a space")
+REPLACED_HEADER = "x-request-id-replaced"  # REST header and gRPC trailing metadata
+REPLACED_NOTE = f"the request id given was not {REQUEST_ID_RULE}; x-request-id replaces it"
 
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+def valid_request_id(given: str) -> bool:
+    return (0 < len(given) <= REQUEST_ID_MAX_CHARS and given.isascii() and given.isprintable()
+            and given == given.strip(" "))
+
+
+def request_id(given: str | None) -> tuple[str, bool]:
+    """The id a call goes by, and whether the caller's was replaced: the caller's own when it
+    follows REQUEST_ID_RULE, a new one when none was given or it breaks the rule (the call goes
+    on; its answer, or its real error, carries the new id and says the old one was replaced)."""
+    if not given:
+        return new_request_id(), False
+    if valid_request_id(given):
+        return given, False
+    log.warning("request id replaced: not %s (%d characters given)", REQUEST_ID_RULE, len(given))
+    return new_request_id(), True
 
 
 def build_access(settings: Settings) -> Access:

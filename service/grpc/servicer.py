@@ -28,7 +28,8 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from poseapi.grpc_gen.pose.v1 import pose_pb2, pose_pb2_grpc
 from service.errors import InvalidRequest, ServiceError
-from service.gateway import new_request_id
+from service.gateway import REPLACED_HEADER, REPLACED_NOTE
+from service.gateway import request_id as call_id
 from service.grpc import encode
 from service.options import PredictOptions, parse_options
 
@@ -98,8 +99,17 @@ def options_from_request(request: pose_pb2.PredictRequest) -> PredictOptions:
     return parse_options(raw)
 
 
-def _trailers(exc: ServiceError, request_id: str) -> tuple[tuple[str, str], ...]:
-    trailers = (("x-request-id", request_id),)
+Metadata = tuple[tuple[str, str], ...]
+
+
+def _id_metadata(request_id: str, replaced: bool) -> Metadata:
+    """`x-request-id`, and the note saying it replaced the caller's (which broke the rule)."""
+    return (("x-request-id", request_id),) + (((REPLACED_HEADER, REPLACED_NOTE),)
+                                               if replaced else ())
+
+
+def _trailers(exc: ServiceError, request_id: str, replaced: bool) -> Metadata:
+    trailers = _id_metadata(request_id, replaced)
     if exc.retry_after is not None:  # whole seconds, as REST's Retry-After header
         trailers += (("retry-after", exc.retry_after_header()),)
     return trailers
@@ -112,9 +122,10 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
-def _request_id(given: str, context: grpc.aio.ServicerContext | None) -> str:
-    """The request's own id, else the call's `x-request-id` metadata, else a new one."""
-    return given or (context and _metadata(context, "x-request-id")) or new_request_id()
+def _request_id(given: str, context: grpc.aio.ServicerContext | None) -> tuple[str, bool]:
+    """The request's own id, else the call's `x-request-id` metadata, else a new one; one that
+    breaks the gateway's rule is replaced (`service.gateway.request_id`): (id, replaced)."""
+    return call_id(given or (context and _metadata(context, "x-request-id")) or None)
 
 
 def peer_host(peer: str) -> str:
@@ -143,14 +154,18 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
 
     async def Predict(self, request: pose_pb2.PredictRequest,
                       context: grpc.aio.ServicerContext) -> pose_pb2.PredictResponse:
-        request_id = _request_id(request.request_id, context)
+        request_id, replaced = _request_id(request.request_id, context)
         call = _Call(context)
         try:
             with self._observe(PREDICT, request_id, call):
                 self.access.admit(call.authorization, call.peer)
-                return await self._predict(request, request_id, context.time_remaining())
+                answer = await self._predict(request, request_id, context.time_remaining())
         except ServiceError as exc:
-            await context.abort(exc.grpc_code, exc.message, _trailers(exc, request_id))
+            await context.abort(exc.grpc_code, exc.message,
+                                _trailers(exc, request_id, replaced))
+        if replaced:
+            context.set_trailing_metadata(_id_metadata(request_id, replaced))
+        return answer
 
     async def StreamPredict(self, requests: AsyncIterator[pose_pb2.PredictRequest],
                             context: grpc.aio.ServicerContext
@@ -189,21 +204,25 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
 
     async def GetModel(self, request: pose_pb2.GetModelRequest,
                        context: grpc.aio.ServicerContext) -> pose_pb2.ModelDescription:
-        request_id = _request_id("", context)
+        request_id, replaced = _request_id("", context)
         call = _Call(context)
         try:
             with self._observe(GET_MODEL, request_id, call):
                 self.access.admit(call.authorization, call.peer)
                 if isinstance(request, Undecodable):
                     raise request.error
-                return encode.model_description(self.service.model_description())
+                answer = encode.model_description(self.service.model_description())
         except ServiceError as exc:
-            await context.abort(exc.grpc_code, exc.message, _trailers(exc, request_id))
+            await context.abort(exc.grpc_code, exc.message,
+                                _trailers(exc, request_id, replaced))
+        if replaced:
+            context.set_trailing_metadata(_id_metadata(request_id, replaced))
+        return answer
 
     async def _frame(self, request: pose_pb2.PredictRequest, call: _Call
                      ) -> pose_pb2.PredictResponse:
         """One StreamPredict frame: its result, or its error inline."""
-        request_id = _request_id(request.request_id, None)
+        request_id, _ = _request_id(request.request_id, None)
         try:
             with self._observe(STREAM_PREDICT, request_id, call):
                 self.access.admit(call.authorization, call.peer)

@@ -22,7 +22,8 @@ from fastapi.staticfiles import StaticFiles
 
 from poseapi.schemas import ErrorResponse, PredictResponse
 from service.errors import RequestTimeout, ServiceError
-from service.gateway import new_request_id
+from service.gateway import REPLACED_HEADER, REPLACED_NOTE
+from service.gateway import request_id as call_id
 from service.metrics import CONTENT_TYPE
 from service.rest import encode
 from service.rest.inputs import PredictInput, openapi_inputs, read_predict_request
@@ -145,7 +146,7 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or new_request_id()
+        request_id, replaced = call_id(request.headers.get("x-request-id"))
         request.state.request_id = request_id
         route = request.url.path
         api = route.startswith(API_PREFIXES)
@@ -159,6 +160,8 @@ def create_app(gateway: Gateway) -> FastAPI:
                 response = error_response(ServiceError("Internal error"), request_id)
             call.status = response.status_code
             response.headers["X-Request-ID"] = request_id
+            if replaced:
+                response.headers[REPLACED_HEADER] = REPLACED_NOTE
         return response
 
     app.include_router(_routes())
