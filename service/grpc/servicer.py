@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -154,18 +154,8 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
 
     async def Predict(self, request: pose_pb2.PredictRequest,
                       context: grpc.aio.ServicerContext) -> pose_pb2.PredictResponse:
-        request_id, replaced = _request_id(request.request_id, context)
-        call = _Call(context)
-        try:
-            with self._observe(PREDICT, request_id, call):
-                self.access.admit(call.authorization, call.peer)
-                answer = await self._predict(request, request_id, context.time_remaining())
-        except ServiceError as exc:
-            await context.abort(exc.grpc_code, exc.message,
-                                _trailers(exc, request_id, replaced))
-        if replaced:
-            context.set_trailing_metadata(_id_metadata(request_id, replaced))
-        return answer
+        return await self._unary(PREDICT, request.request_id, context, lambda request_id:
+                                 self._predict(request, request_id, context.time_remaining()))
 
     async def StreamPredict(self, requests: AsyncIterator[pose_pb2.PredictRequest],
                             context: grpc.aio.ServicerContext
@@ -204,14 +194,23 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
 
     async def GetModel(self, request: pose_pb2.GetModelRequest,
                        context: grpc.aio.ServicerContext) -> pose_pb2.ModelDescription:
-        request_id, replaced = _request_id("", context)
+        async def describe(_: str) -> pose_pb2.ModelDescription:
+            if isinstance(request, Undecodable):
+                raise request.error
+            return encode.model_description(self.service.model_description())
+
+        return await self._unary(GET_MODEL, "", context, describe)
+
+    async def _unary(self, route: str, given_id: str, context: grpc.aio.ServicerContext,
+                     work: Callable[[str], Awaitable[Message]]) -> Message:
+        """A unary call: admitted, observed, answered by `work(request_id)`; a ServiceError ends
+        it with its code, message and trailers (the request id, and retry-after if any)."""
+        request_id, replaced = _request_id(given_id, context)
         call = _Call(context)
         try:
-            with self._observe(GET_MODEL, request_id, call):
+            with self._observe(route, request_id, call):
                 self.access.admit(call.authorization, call.peer)
-                if isinstance(request, Undecodable):
-                    raise request.error
-                answer = encode.model_description(self.service.model_description())
+                answer = await work(request_id)
         except ServiceError as exc:
             await context.abort(exc.grpc_code, exc.message,
                                 _trailers(exc, request_id, replaced))
