@@ -52,12 +52,11 @@ def dataset_parser(doc: str, dataset: str, *, torchscript: bool) -> argparse.Arg
 
 def load_ours(torchscript: Path) -> tuple[Any, str]:
     """An exported model.pt in eval mode, and its label: the model card's name + " (ours)"."""
-    import torch
-
+    from posecontract.torchscript import load
     from training.export import CARD_FILE
 
     extra = {CARD_FILE: ""}
-    module = torch.jit.load(str(torchscript), map_location="cpu", _extra_files=extra).eval()
+    module = load(torchscript, "cpu", extra)
     name = json.loads(extra[CARD_FILE]).get("name") if extra[CARD_FILE] else None
     return module, f"{name or Path(torchscript).parent.parent.name} (ours)"
 

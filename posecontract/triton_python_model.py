@@ -37,6 +37,9 @@ class TritonPythonModel:
         # args["model_repository"] is the model's folder; the version folder holds model.pt.
         path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
         self.model = torch.jit.load(str(path), map_location="cpu").eval()
+        # Weights stored as float16 (export --weights float16) are float16 constants, each cast
+        # to float32 in the graph: fold the casts once, as posecontract.torchscript.load does.
+        torch._C._jit_pass_constant_propagation(self.model.graph)
         (spec,) = config["input"]
         self.input_name = spec["name"]
         self.input_dims = tuple(int(d) for d in spec["dims"])  # per item, batch dim implicit

@@ -28,13 +28,23 @@ def _deterministic_torch():
 MODEL_NAME = "tiny-pose"
 
 
-@pytest.fixture(scope="session")
-def model_repository(tmp_path_factory) -> Path:
-    """A Triton-layout repository with a small, randomly initialised MargiPose export."""
-    repo = tmp_path_factory.mktemp("model_repository")
+def _exported_fixture_model(repo: Path, weights: str = "float32") -> Path:
     torch.manual_seed(0)
     model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32,
                                     name=MODEL_NAME), pretrained=False)
     calibrate_batchnorm(model, batches=1, batch_size=2)
-    export(model, repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"})
+    export(model, repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"},
+           weights=weights)
     return repo
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory) -> Path:
+    """A Triton-layout repository with a small, randomly initialised MargiPose export."""
+    return _exported_fixture_model(tmp_path_factory.mktemp("model_repository"))
+
+
+@pytest.fixture(scope="session")
+def float16_repository(tmp_path_factory) -> Path:
+    """The same model exported with float16 weight storage (`export --weights float16`)."""
+    return _exported_fixture_model(tmp_path_factory.mktemp("float16_repository"), "float16")

@@ -391,7 +391,9 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
         model, _ = load_checkpoint(args.checkpoint)
         module = ServingModel(model.eval()).to(device).eval()
     else:
-        module = torch.jit.load(str(args.torchscript), map_location=device).eval()
+        from posecontract.torchscript import load
+
+        module = load(args.torchscript, device)
     return model_predictor(module, device)
 
 

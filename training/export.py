@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from torch import Tensor, nn
 
 from posecontract.layout import INPUT, INPUT_SIZE, OUTPUTS
 from posecontract.skeleton import JOINT_NAMES, PARENTS
+from posecontract.torchscript import load as load_torchscript
+from posecontract.torchscript import store_float16
 from posecontract.triton import ServingOptions, render_config
 from training.checkpoint import load_checkpoint
 from training.heatmaps import coord_spread
@@ -41,6 +44,14 @@ CARD_FILE = "model.json"
 PARITY_TOLERANCE_F64 = 1e-9
 ROUNDING_FACTOR = 10  # float32 TorchScript's error may be this many times eager float32's
 ROUNDING_FLOOR = 1e-6  # ... or this much, for a model that float32 reproduces almost exactly
+# Weights stored as float16 (`--weights float16`) move every weight by up to 2**-11 of itself. On
+# margipose-lite version 2 that moved the coordinates of 57 real crops by 0.02 px on average
+# (99th percentile 0.26 px, worst 1.3 px on a joint with a two-peaked heatmap; 1 px = 1/128
+# normalised) and of random images by up to 1.1 px; a rewrite that broke a weight moves them by
+# tens of pixels. So an export may move them by at most 4 px of the 256 crop; the move is written
+# to the card, and the exported file is evaluated like any other before it ships.
+FLOAT16_COORD_TOLERANCE = 4 / 128
+WEIGHT_STORAGE = ("float32", "float16")
 
 
 class ServingModel(nn.Module):
@@ -95,6 +106,8 @@ class ExportResult:
     config_path: Path
     parity: Parity
     size_bytes: int
+    weights: str = "float32"
+    float16_coord_diff: float | None = None  # float16-stored vs float32 weights, coords only
 
     @property
     def max_abs_diff(self) -> float:
@@ -191,23 +204,59 @@ def script_and_check(model: MargiPose,
     return scripted, parity
 
 
+def store_weights_float16(scripted: torch.jit.ScriptModule, seed: int = 1) -> float:
+    """Store `scripted`'s weights as float16 (in place); answer how far its coords moved.
+
+    The move is measured on the module as saved and loaded (a module that already ran keeps its
+    execution plan after its graph is rewritten). Raises if they moved more than
+    FLOAT16_COORD_TOLERANCE or if nothing was converted.
+    """
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (4, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8,
+                           generator=g)
+    before = _outputs(scripted, images)
+    if store_float16(scripted) == 0:
+        raise RuntimeError("--weights float16: the frozen graph has no float32 weight constants")
+    saved = io.BytesIO()
+    torch.jit.save(scripted, saved)
+    saved.seek(0)
+    moved = float((_outputs(load_torchscript(saved), images)[0] - before[0]).abs().max())
+    if not moved <= FLOAT16_COORD_TOLERANCE:
+        raise RuntimeError(f"float16 weights move the coordinates by {moved:.3g} normalised "
+                           f"units (> {FLOAT16_COORD_TOLERANCE:.3g}, one pixel of the crop): "
+                           "export with float32 weights")
+    return moved
+
+
 def export(model: MargiPose, repository: str | Path, name: str, version: int = 1,
-           options: ServingOptions | None = None, card_extra: dict | None = None
-           ) -> ExportResult:
-    """Write model.pt and config.pbtxt; raise if TorchScript is not faithful to eager (Parity)."""
+           options: ServingOptions | None = None, card_extra: dict | None = None,
+           weights: str = "float32") -> ExportResult:
+    """Write model.pt and config.pbtxt; raise if TorchScript is not faithful to eager (Parity).
+
+    `weights="float16"` stores the weights as float16 (half the file; computed in float32 after
+    `posecontract.torchscript.load`), after checking how far that moves the coordinates.
+    """
+    if weights not in WEIGHT_STORAGE:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_STORAGE)}, got {weights!r}")
     model = model.eval()
     scripted, parity = script_and_check(model)
     if (problem := parity.problem()) is not None:
         raise RuntimeError(problem)
+    extra = dict(card_extra or {})
+    moved = None
+    if weights == "float16":
+        moved = store_weights_float16(scripted)
+        extra["weight_storage"] = {"dtype": "float16", "max_coord_diff_vs_float32": moved}
     model_dir = Path(repository) / name
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     model_path = version_dir / "model.pt"
-    card = model_card(model, name, version, card_extra or {})
+    card = model_card(model, name, version, extra)
     torch.jit.save(scripted, str(model_path), _extra_files={CARD_FILE: json.dumps(card, indent=2)})
     config_path = model_dir / "config.pbtxt"
     config_path.write_text(render_config(name, options or ServingOptions()))
-    return ExportResult(model_path, config_path, parity, model_path.stat().st_size)
+    return ExportResult(model_path, config_path, parity, model_path.stat().st_size, weights,
+                        moved)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -221,6 +270,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="init seed with --variant")
     p.add_argument("--max-batch-size", type=int, default=ServingOptions.max_batch_size)
+    p.add_argument("--weights", choices=WEIGHT_STORAGE, default="float32",
+                   help="how model.pt stores the weights: float16 halves the file (computed in "
+                        "float32 once loaded; the coordinates' move is checked and carded)")
     p.add_argument("--card", type=Path, action="append", default=[], metavar="JSON",
                    help="a JSON object file merged into the model card (e.g. evaluation "
                         "results); repeatable")
@@ -248,8 +300,11 @@ def main(argv: list[str] | None = None) -> None:
     sizes = tuple(b for b in ServingOptions.preferred_batch_sizes if b <= args.max_batch_size)
     options = ServingOptions(max_batch_size=args.max_batch_size, preferred_batch_sizes=sizes,
                              warmup_batch_sizes=tuple(sorted({1, *sizes})))
-    result = export(model, args.repository, name, args.version, options, extra)
+    result = export(model, args.repository, name, args.version, options, extra, args.weights)
     print(f"wrote {result.model_path} ({result.size_bytes / 1e6:.1f} MB) and {result.config_path}")
+    if result.float16_coord_diff is not None:
+        print(f"float16 weights: coordinates moved by at most {result.float16_coord_diff:.3g} "
+              "normalised units")
     p = result.parity
     print(f"parity eager vs TorchScript: max abs diff {p.float32:.3g} in float32 (float32's own "
           f"error {p.eager_rounding:.3g} eager, {p.scripted_rounding:.3g} TorchScript), "

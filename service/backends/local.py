@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posecontract import torchscript
 from posecontract.layout import INPUT, OUTPUTS
 from service.backends.base import ModelInfo
 from service.cpus import spare_cpu_threads
@@ -71,7 +72,7 @@ class LocalBackend:
         path, version = resolve_model_file(self._repository, self._name, self._version)
         files = {CARD_FILE: ""}
         try:
-            model = torch.jit.load(str(path), map_location=self._device, _extra_files=files)
+            model = torchscript.load(path, self._device, files)
         except (RuntimeError, ValueError) as exc:
             raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
         card = json.loads(files[CARD_FILE]) if files[CARD_FILE] else {}

@@ -33,6 +33,7 @@ from tritonclient.grpc import model_config_pb2
 
 from deploy.triton_server import TritonServer, missing_reason
 from posecontract.layout import INPUT, OUTPUTS
+from posecontract.torchscript import float16_constants
 from posecontract.triton import ServingOptions, write_cpu_twin
 from service.backends.local import LocalBackend
 from service.backends.triton import TritonBackend
@@ -45,6 +46,7 @@ from tests.service.conftest import RunningServer
 from .conftest import MODEL_NAME, free_port, jpeg_bytes, run
 
 QUEUE_MODEL = "tiny-pose-q1"
+FLOAT16_MODEL = "tiny-pose-f16"  # the same weights stored as float16 (export --weights float16)
 # One request parks in the queue for up to a second waiting for a batch of 4; a second is refused.
 QUEUE_OPTIONS = ServingOptions(max_batch_size=4, preferred_batch_sizes=(4,),
                                max_queue_delay_us=1_000_000, max_queue_size=1,
@@ -109,7 +111,7 @@ def test_production_config_matches_the_export_and_its_twin(model_repository, tmp
 
 
 @pytest.fixture(scope="module")
-def triton(model_repository, tmp_path_factory) -> Iterator[TritonServer]:
+def triton(model_repository, float16_repository, tmp_path_factory) -> Iterator[TritonServer]:
     reason = missing_reason()
     if reason is not None:
         if os.environ.get("MARGIPOSE_REQUIRE_TRITON") == "1":
@@ -121,7 +123,11 @@ def triton(model_repository, tmp_path_factory) -> Iterator[TritonServer]:
     write_cpu_twin(model_repository, MODEL_NAME, twin,
                    ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=1))
     write_cpu_twin(model_repository, MODEL_NAME, twin, QUEUE_OPTIONS, served_name=QUEUE_MODEL)
-    server = TritonServer(twin, tmp_path_factory.mktemp("tritonserver"), (MODEL_NAME, QUEUE_MODEL))
+    write_cpu_twin(float16_repository, MODEL_NAME, twin,
+                   ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=1),
+                   served_name=FLOAT16_MODEL)
+    server = TritonServer(twin, tmp_path_factory.mktemp("tritonserver"),
+                          (MODEL_NAME, QUEUE_MODEL, FLOAT16_MODEL))
     server.start()
     try:
         yield server
@@ -200,6 +206,28 @@ def test_predictions_equal_the_embedded_backend(triton, model_repository):
             b = await remote.predict(data, "image/jpeg", PredictOptions())
             assert dataclasses.asdict(b.persons[0].box) == pytest.approx(
                 dataclasses.asdict(a.persons[0].box), abs=BOX_TOLERANCE_PX)
+        finally:
+            await remote.stop()
+            await local.stop()
+
+    run(compare())
+
+
+def test_float16_weights_serve_alike_embedded_and_in_triton(triton, float16_repository):
+    """Both load paths fold the float16 weights' casts and compute the same float32 function."""
+    async def compare() -> None:
+        local = LocalBackend(float16_repository, MODEL_NAME, threads=1)
+        remote = TritonBackend(triton.grpc_url, FLOAT16_MODEL)
+        await local.start()
+        await remote.start()
+        try:
+            assert local.info().card["weight_storage"]["dtype"] == "float16"
+            assert float16_constants(local._model) == 0  # cast to float32 once, at load
+            images = np.random.default_rng(1).integers(0, 256, (3, *INPUT.dims), np.uint8)
+            want, got = await local.infer(images), await remote.infer(images)
+            for spec in OUTPUTS:
+                np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
+                                           atol=OUTPUT_TOLERANCE, err_msg=spec.key)
         finally:
             await remote.stop()
             await local.stop()
