@@ -30,7 +30,9 @@ from posecontract.skeleton import JOINT_NAMES, PARENTS
 from posecontract.torchscript import load as load_torchscript
 from posecontract.torchscript import store_float16
 from posecontract.triton import ServingOptions, render_config
+from training import export_onnx
 from training.checkpoint import load_checkpoint
+from training.export_onnx import OnnxParity
 from training.heatmaps import coord_spread
 from training.model import VARIANTS, MargiPose, build_model, variant_config
 
@@ -108,6 +110,8 @@ class ExportResult:
     size_bytes: int
     weights: str = "float32"
     float16_coord_diff: float | None = None  # float16-stored vs float32 weights, coords only
+    onnx_path: Path | None = None
+    onnx_parity: OnnxParity | None = None
 
     @property
     def max_abs_diff(self) -> float:
@@ -223,18 +227,20 @@ def store_weights_float16(scripted: torch.jit.ScriptModule, seed: int = 1) -> fl
     moved = float((_outputs(load_torchscript(saved), images)[0] - before[0]).abs().max())
     if not moved <= FLOAT16_COORD_TOLERANCE:
         raise RuntimeError(f"float16 weights move the coordinates by {moved:.3g} normalised "
-                           f"units (> {FLOAT16_COORD_TOLERANCE:.3g}, one pixel of the crop): "
+                           f"units (> {FLOAT16_COORD_TOLERANCE:.3g}, 4 px of the crop): "
                            "export with float32 weights")
     return moved
 
 
 def export(model: MargiPose, repository: str | Path, name: str, version: int = 1,
            options: ServingOptions | None = None, card_extra: dict | None = None,
-           weights: str = "float32") -> ExportResult:
+           weights: str = "float32", onnx: bool = False) -> ExportResult:
     """Write model.pt and config.pbtxt; raise if TorchScript is not faithful to eager (Parity).
 
     `weights="float16"` stores the weights as float16 (half the file; computed in float32 after
     `posecontract.torchscript.load`), after checking how far that moves the coordinates.
+    `onnx=True` writes model.onnx beside model.pt (`training.export_onnx`), checked with ONNX
+    Runtime by the same rule, with the same weight storage and the card in its metadata.
     """
     if weights not in WEIGHT_STORAGE:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_STORAGE)}, got {weights!r}")
@@ -252,11 +258,38 @@ def export(model: MargiPose, repository: str | Path, name: str, version: int = 1
     version_dir.mkdir(parents=True, exist_ok=True)
     model_path = version_dir / "model.pt"
     card = model_card(model, name, version, extra)
-    torch.jit.save(scripted, str(model_path), _extra_files={CARD_FILE: json.dumps(card, indent=2)})
+    card_json = json.dumps(card, indent=2)
+    torch.jit.save(scripted, str(model_path), _extra_files={CARD_FILE: card_json})
     config_path = model_dir / "config.pbtxt"
     config_path.write_text(render_config(name, options or ServingOptions()))
-    return ExportResult(model_path, config_path, parity, model_path.stat().st_size, weights,
-                        moved)
+    result = ExportResult(model_path, config_path, parity, model_path.stat().st_size, weights,
+                          moved)
+    if onnx:
+        result.onnx_path, result.onnx_parity = _export_onnx(model, version_dir / "model.onnx",
+                                                            weights, card_json)
+    return result
+
+
+def _export_onnx(model: MargiPose, path: Path, weights: str, card_json: str
+                 ) -> tuple[Path, OnnxParity]:
+    """model.onnx beside model.pt; raise if ONNX Runtime does not compute the model."""
+    serving = ServingModel(model).eval()
+    export_onnx.to_onnx(serving, path)
+    scripted = load_torchscript(path.with_name("model.pt"))
+    parity = export_onnx.onnx_parity(serving, path, scripted)
+    if (problem := parity.problem(ROUNDING_FACTOR, ROUNDING_FLOOR)) is not None:
+        raise RuntimeError(problem)
+    if weights == "float16":
+        parity.float16_coord_diff = export_onnx.store_float16_checked(path)
+        if not parity.float16_coord_diff <= FLOAT16_COORD_TOLERANCE:
+            raise RuntimeError(f"float16 weights move model.onnx's coordinates by "
+                               f"{parity.float16_coord_diff:.3g} normalised units "
+                               f"(> {FLOAT16_COORD_TOLERANCE:.3g}, 4 px of the crop)")
+        # model.pt rounded its own BN-folded weights, which differ from ONNX's in the last
+        # float32 bits, so the two float16 files agree to float16's rounding, not float32's.
+        parity.vs_torchscript = export_onnx.onnx_parity(serving, path, scripted).vs_torchscript
+    export_onnx.set_metadata(path, {CARD_FILE: card_json})
+    return path, parity
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -273,6 +306,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=WEIGHT_STORAGE, default="float32",
                    help="how model.pt stores the weights: float16 halves the file (computed in "
                         "float32 once loaded; the coordinates' move is checked and carded)")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write model.onnx beside model.pt, checked with ONNX Runtime "
+                        "(default: yes)")
     p.add_argument("--card", type=Path, action="append", default=[], metavar="JSON",
                    help="a JSON object file merged into the model card (e.g. evaluation "
                         "results); repeatable")
@@ -300,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     sizes = tuple(b for b in ServingOptions.preferred_batch_sizes if b <= args.max_batch_size)
     options = ServingOptions(max_batch_size=args.max_batch_size, preferred_batch_sizes=sizes,
                              warmup_batch_sizes=tuple(sorted({1, *sizes})))
-    result = export(model, args.repository, name, args.version, options, extra, args.weights)
+    result = export(model, args.repository, name, args.version, options, extra, args.weights,
+                    args.onnx)
     print(f"wrote {result.model_path} ({result.size_bytes / 1e6:.1f} MB) and {result.config_path}")
     if result.float16_coord_diff is not None:
         print(f"float16 weights: coordinates moved by at most {result.float16_coord_diff:.3g} "
@@ -309,6 +346,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"parity eager vs TorchScript: max abs diff {p.float32:.3g} in float32 (float32's own "
           f"error {p.eager_rounding:.3g} eager, {p.scripted_rounding:.3g} TorchScript), "
           f"{p.float64:.3g} in float64")
+    if result.onnx_path is not None:
+        o = result.onnx_parity
+        print(f"wrote {result.onnx_path} ({result.onnx_path.stat().st_size / 1e6:.1f} MB): ONNX "
+              f"Runtime {o.onnx_rounding:.3g} from the float64 model (eager float32 "
+              f"{o.eager_rounding:.3g}), {o.vs_torchscript:.3g} from model.pt")
 
 
 if __name__ == "__main__":

@@ -167,7 +167,8 @@ def test_parity_tells_rounding_from_a_lost_or_changed_function():
 
 @pytest.mark.slow
 def test_export_command_writes_a_loadable_lite_model(tmp_path, capsys):
-    main(["--variant", "margipose-lite", "--repository", str(tmp_path), "--max-batch-size", "8"])
+    main(["--variant", "margipose-lite", "--repository", str(tmp_path), "--max-batch-size", "8",
+          "--no-onnx"])
     out = capsys.readouterr().out
     assert "parity eager vs TorchScript: max abs diff" in out
     scripted = torch.jit.load(str(tmp_path / "margipose-lite" / "1" / "model.pt"))
@@ -193,7 +194,7 @@ def test_export_command_puts_the_training_run_and_card_files_in_the_card(tmp_pat
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"evaluation": {"synthetic-test": {"mpjpe": 123.4}}}))
     main(["--checkpoint", str(tmp_path / "ck.pt"), "--repository", str(tmp_path / "repo"),
-          "--card", str(results)])
+          "--card", str(results), "--no-onnx"])
     files = {"model.json": ""}
     torch.jit.load(str(tmp_path / "repo" / "tiny" / "1" / "model.pt"), _extra_files=files)
     card = json.loads(files["model.json"])

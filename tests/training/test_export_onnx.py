@@ -1,0 +1,113 @@
+"""model.onnx beside model.pt: the same contract, checked with ONNX Runtime."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from posecontract import torchscript
+from posecontract.layout import INPUT, OUTPUTS
+from tests.training.test_export import _tiny_model
+from training.export import (
+    CARD_FILE,
+    FLOAT16_COORD_TOLERANCE,
+    ROUNDING_FACTOR,
+    ROUNDING_FLOOR,
+    export,
+    main,
+)
+from training.export_onnx import OnnxParity, run_session, session
+
+ONNX_TYPES = {onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.FLOAT: "TYPE_FP32"}
+
+
+def _dims(value) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    model = _tiny_model()
+    return (export(model, root, "tiny", version=1, onnx=True),
+            export(model, root, "tiny", version=2, onnx=True, weights="float16"))
+
+
+def test_onnx_file_declares_the_contract_with_a_dynamic_batch(exports):
+    full, _ = exports
+    assert full.onnx_path == full.model_path.with_name("model.onnx")
+    model = onnx.load(str(full.onnx_path))
+    onnx.checker.check_model(model, full_check=True)
+    (inp,) = model.graph.input
+    assert (inp.name, ONNX_TYPES[inp.type.tensor_type.elem_type]) == (INPUT.name, INPUT.dtype)
+    batch, *item = _dims(inp)
+    assert isinstance(batch, str) and tuple(item) == INPUT.dims  # named, so dynamic
+    assert [(o.name, ONNX_TYPES[o.type.tensor_type.elem_type], tuple(_dims(o)[1:]))
+            for o in model.graph.output] == [(s.name, s.dtype, s.dims) for s in OUTPUTS]
+    assert all(_dims(o)[0] == batch for o in model.graph.output)
+    # The card rides in the metadata, the same JSON as model.pt's.
+    files = {CARD_FILE: ""}
+    torch.jit.load(str(full.model_path), _extra_files=files)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta[CARD_FILE]) == json.loads(files[CARD_FILE])
+
+
+def test_onnx_runtime_computes_the_model_at_any_batch(exports):
+    full, _ = exports
+    p = full.onnx_parity
+    assert p.problem(ROUNDING_FACTOR, ROUNDING_FLOOR) is None
+    assert 0 < p.eager_rounding and p.onnx_rounding <= max(ROUNDING_FACTOR * p.eager_rounding,
+                                                           ROUNDING_FLOOR)
+    sess = session(full.onnx_path, threads=1)
+    scripted = torchscript.load(full.model_path)
+    images = np.random.default_rng(3).integers(0, 256, (5, *INPUT.dims), np.uint8)
+    with torch.inference_mode():
+        want = [t.numpy() for t in scripted(torch.from_numpy(images))]
+    for batch in (1, 2, 5):
+        got = run_session(sess, images[:batch])
+        for spec, g, w in zip(OUTPUTS, got, want, strict=True):
+            assert g.dtype == np.float32 and g.shape == w[:batch].shape, spec.key
+            # Two float32 runtimes, each within the export's bound of the float64 model.
+            np.testing.assert_allclose(g, w[:batch], rtol=0, atol=2 * max(
+                ROUNDING_FACTOR * p.eager_rounding, ROUNDING_FLOOR), err_msg=spec.key)
+    # Item by item: batching does not change an item's result beyond float32 rounding.
+    one = run_session(sess, images[3:4])
+    five = run_session(sess, images)
+    for a, b in zip(one, five, strict=True):
+        np.testing.assert_allclose(a[0], b[3], rtol=0, atol=1e-5)
+
+
+def test_float16_onnx_holds_half_weights_and_matches_float16_torchscript(exports):
+    full, half = exports
+    ratio = half.onnx_path.stat().st_size / full.onnx_path.stat().st_size
+    assert 0.45 < ratio < 0.65
+    model = onnx.load(str(half.onnx_path))
+    halves = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    casts = {n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    assert halves and {i.name for i in halves} <= casts
+    assert 0 < half.onnx_parity.float16_coord_diff <= FLOAT16_COORD_TOLERANCE
+    images = np.random.default_rng(4).integers(0, 256, (2, *INPUT.dims), np.uint8)
+    got32 = run_session(session(full.onnx_path), images)[0]
+    got16 = run_session(session(half.onnx_path), images)[0]
+    # Rounded, so not equal, and moved by float16's rounding only (the export's bound).
+    assert 0 < np.abs(got16 - got32).max() <= FLOAT16_COORD_TOLERANCE
+
+
+def test_parity_names_an_onnx_graph_that_is_not_the_model():
+    good = OnnxParity(onnx_rounding=3e-6, eager_rounding=1e-6, vs_torchscript=2e-6)
+    assert good.problem(ROUNDING_FACTOR, ROUNDING_FLOOR) is None
+    bad = OnnxParity(onnx_rounding=0.2, eager_rounding=1e-6, vs_torchscript=0.2)
+    assert "the ONNX graph is not the model" in bad.problem(ROUNDING_FACTOR, ROUNDING_FLOOR)
+
+
+def test_export_command_writes_onnx_by_default_and_not_with_no_onnx(tmp_path, capsys):
+    main(["--variant", "margipose-lite", "--repository", str(tmp_path / "a")])
+    out = capsys.readouterr().out
+    assert "model.onnx" in out and "ONNX Runtime" in out
+    assert (tmp_path / "a" / "margipose-lite" / "1" / "model.onnx").is_file()
+    main(["--variant", "margipose-lite", "--repository", str(tmp_path / "b"), "--no-onnx"])
+    assert not (tmp_path / "b" / "margipose-lite" / "1" / "model.onnx").exists()
+    assert (tmp_path / "b" / "margipose-lite" / "1" / "model.pt").is_file()

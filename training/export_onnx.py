@@ -1,0 +1,154 @@
+"""The exported model as ONNX: `model.onnx` beside `model.pt`, the same contract.
+
+One uint8 input and five float32 outputs with the names, dtypes and per-item dims of
+`posecontract.layout` (Triton's `INPUT__0`, `OUTPUT__k`), the batch dimension dynamic. It is
+written by torch's `torch.export`-based exporter (the TorchScript-based one is deprecated) at
+opset 18, as one self-contained file, and checked with ONNX Runtime against the eager model in
+float64 by the same rule as the TorchScript file (`training.export.Parity`): ONNX Runtime's float32
+outputs may be at most ROUNDING_FACTOR times eager float32's own error from the float64 truth.
+
+`store_float16` gives the file float16 weight storage, as `posecontract.torchscript` does for
+TorchScript: each large float32 initializer becomes a float16 initializer and a Cast node;
+ONNX Runtime's constant folding (on by default) turns them back into float32 weights when a
+session is made, so inference costs what it did.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from posecontract.layout import INPUT, INPUT_SIZE, OUTPUTS
+
+OPSET = 18
+MAX_EXPORT_BATCH = 1024  # the exporter's bound on the dynamic batch dimension
+MIN_ELEMENTS = 1024  # smaller initializers stay float32 (as in posecontract.torchscript)
+
+
+def to_onnx(serving: torch.nn.Module, path: str | Path) -> Path:
+    """Write the serving wrapper (uint8 images -> the contract's outputs) to `path`."""
+    path = Path(path)
+    example = torch.zeros((2, *INPUT.dims), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
+    with warnings.catch_warnings():
+        # torch.export's own internals warn (pytree deprecations); they are not about our model.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.onnx.export(serving.eval(), (example,), str(path), dynamo=True,
+                          input_names=[INPUT.name], output_names=[o.name for o in OUTPUTS],
+                          dynamic_shapes=({0: batch},), opset_version=OPSET,
+                          external_data=False, optimize=True, verbose=False)
+    return path
+
+
+def session(path: str | Path, threads: int = 0):
+    """An ONNX Runtime CPU session for `path` (threads 0: ONNX Runtime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess, images: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(sess.run([o.name for o in OUTPUTS], {INPUT.name: images}))
+
+
+@dataclass
+class OnnxParity:
+    """Max abs differences over all outputs on the same random images."""
+
+    onnx_rounding: float  # ONNX Runtime float32 vs eager float64
+    eager_rounding: float  # eager float32 vs eager float64
+    vs_torchscript: float  # ONNX Runtime vs the TorchScript file, both float32
+    float16_coord_diff: float | None = None  # coords, float16-stored weights vs float32
+
+    def problem(self, factor: float, floor: float) -> str | None:
+        bound = max(factor * self.eager_rounding, floor)
+        if not self.onnx_rounding <= bound:
+            return (f"ONNX Runtime's float32 outputs are {self.onnx_rounding:.3g} from the "
+                    f"float64 model, more than {factor} x eager float32's own error "
+                    f"{self.eager_rounding:.3g} (or {floor}): the ONNX graph is not the model")
+        return None
+
+
+def _eager(serving: torch.nn.Module, images: Tensor) -> tuple[np.ndarray, ...]:
+    with torch.inference_mode():
+        return tuple(t.double().numpy() for t in serving(images))
+
+
+def onnx_parity(serving32: torch.nn.Module, path: Path, scripted: torch.jit.ScriptModule,
+                batch: int = 3, seed: int = 2) -> OnnxParity:
+    """Compare ONNX Runtime on `path` with the eager model in float64 and float32."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8,
+                           generator=g)
+    serving64 = copy.deepcopy(serving32).double().eval()
+    truth = _eager(serving64, images)
+    eager32 = _eager(serving32, images)
+    got = tuple(a.astype(np.float64) for a in run_session(session(path), images.numpy()))
+    ts = _eager(scripted, images)
+
+    def diff(a, b):
+        return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+    return OnnxParity(onnx_rounding=diff(got, truth), eager_rounding=diff(eager32, truth),
+                      vs_torchscript=diff(got, ts))
+
+
+def store_float16(path: str | Path, min_elements: int = MIN_ELEMENTS) -> int:
+    """Rewrite the ONNX file's large float32 initializers as float16 + Cast, in place."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    kept, casts, rewritten = [], [], 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16),
+                                       f"{init.name}__float16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=f"{init.name}__to_float32"))
+        rewritten += 1
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)  # the casts first: nodes must be topologically sorted
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return rewritten
+
+
+def set_metadata(path: str | Path, entries: dict[str, str]) -> None:
+    """Write `entries` into the file's metadata (ONNX Runtime: custom_metadata_map)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def store_float16_checked(path: str | Path, seed: int = 1) -> float:
+    """`store_float16`, answering how far it moved the coordinates under ONNX Runtime."""
+    images = np.random.default_rng(seed).integers(0, 256, (4, *INPUT.dims), np.uint8)
+    before = run_session(session(path), images)[0]
+    if store_float16(path) == 0:
+        raise RuntimeError(f"{path}: no float32 initializers to store as float16")
+    return float(np.abs(run_session(session(path), images)[0] - before).max())
