@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[serve,local,train,dev,triton,client,video]"
+	$(BIN)/pip install --quiet -e ".[serve,local,onnx,openvino,train,dev,triton,client,video]"
 	touch $@
 
 install: $(VENV)/.installed

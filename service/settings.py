@@ -33,12 +33,16 @@ class Settings(BaseSettings):
     """Model to serve (a folder of the repository, or the Triton model name)."""
     model_version: int | None = None
     """Version to serve; None means the highest version present."""
+    runtime: Literal["torch", "onnxruntime", "openvino"] = "torch"
+    """Runtime of the local backend: `torch` runs the version's model.pt; `onnxruntime` and
+    `openvino` run its model.onnx (no torch needed)."""
     device: str = "cpu"
-    """Torch device of the local backend: `cpu`, `cuda` or `cuda:N`."""
+    """Device of the local backend: `cpu`, `cuda` or `cuda:N` (torch and onnxruntime with its
+    CUDA provider; openvino runs on cpu)."""
     torch_threads: int = 0
-    """Intra-op threads of the local backend (0: on CPU, one fewer than the CPUs the process may
-    use, affinity and cgroup quota, at least 1, so that decoding and the event loop keep a core;
-    else torch's default)."""
+    """Intra-op threads of the local backend's runtime, whichever it is (0: on CPU, one fewer than
+    the CPUs the process may use, affinity and cgroup quota, at least 1, so that decoding and the
+    event loop keep a core; else the runtime's default)."""
 
     max_batch_size: int = 16
     """Most person crops sent to the backend in one batch."""

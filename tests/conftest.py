@@ -28,20 +28,23 @@ def _deterministic_torch():
 MODEL_NAME = "tiny-pose"
 
 
-def _exported_fixture_model(repo: Path, weights: str = "float32") -> Path:
+def _exported_fixture_model(repo: Path, weights: str = "float32", onnx: bool = False) -> Path:
     torch.manual_seed(0)
     model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32,
                                     name=MODEL_NAME), pretrained=False)
     calibrate_batchnorm(model, batches=1, batch_size=2)
     export(model, repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"},
-           weights=weights)
+           weights=weights, onnx=onnx)
     return repo
 
 
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory) -> Path:
-    """A Triton-layout repository with a small, randomly initialised MargiPose export."""
-    return _exported_fixture_model(tmp_path_factory.mktemp("model_repository"))
+    """A Triton-layout repository with a small, randomly initialised MargiPose export.
+
+    Version 1 holds model.pt and model.onnx, for every runtime of the local backend.
+    """
+    return _exported_fixture_model(tmp_path_factory.mktemp("model_repository"), onnx=True)
 
 
 @pytest.fixture(scope="session")

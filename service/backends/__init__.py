@@ -19,9 +19,11 @@ def make_backend(settings: Settings) -> Backend:
         return TritonBackend(settings.triton_url, settings.model_name, version,
                              settings.triton_timeout_s,
                              start_timeout_s=settings.triton_start_timeout_s)
-    # torch comes with the `local` extra; a Triton gateway runs without it.
+    # The runtime's package (torch: the `local` extra; onnxruntime, openvino) is imported when
+    # the backend starts; a Triton gateway runs without any of them.
     from service.backends.local import LocalBackend
 
     return LocalBackend(settings.model_repository, settings.model_name, settings.model_version,
                         settings.device, settings.torch_threads,
-                        warmup_batch_sizes=(1, settings.max_batch_size))
+                        warmup_batch_sizes=(1, settings.max_batch_size),
+                        runtime=settings.runtime)

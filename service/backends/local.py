@@ -1,33 +1,31 @@
-"""The embedded default backend: the exported TorchScript model, in-process, CPU or GPU.
+"""The embedded default backend: the exported model, in-process, run by one of three runtimes.
 
-Inference runs on one dedicated worker thread (torch releases the GIL inside its kernels), so
-the event loop never blocks and batches never interleave on the device.
+`service.backends.runtimes` holds them: torch runs `model.pt` (CPU or GPU); ONNX Runtime and
+OpenVINO run `model.onnx`. Inference runs on one dedicated worker thread (each runtime releases
+the GIL inside its kernels), so the event loop never blocks and batches never interleave on the
+device.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from posecontract import torchscript
 from posecontract.layout import INPUT, OUTPUTS
 from service.backends.base import ModelInfo
+from service.backends.runtimes import FILES, Runtime, open_runtime
 from service.cpus import spare_cpu_threads
 from service.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-CARD_FILE = "model.json"  # the exporter's embedded model card
-
-
-def resolve_model_file(repository: Path, name: str, version: int | None) -> tuple[Path, str]:
-    """Find `<repository>/<name>/<version>/model.pt`; the highest version when None."""
+def resolve_model_file(repository: Path, name: str, version: int | None,
+                       file: str = "model.pt") -> tuple[Path, str]:
+    """Find `<repository>/<name>/<version>/<file>`; the highest version holding it when None."""
     model_dir = repository / name
     if not model_dir.is_dir():
         raise BackendUnavailable(
@@ -35,61 +33,58 @@ def resolve_model_file(repository: Path, name: str, version: int | None) -> tupl
             f"`margipose-export --variant margipose-lite --repository {repository}`"
         )
     versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()
-                      and (p / "model.pt").is_file())
+                      and (p / file).is_file())
     if not versions:
-        raise BackendUnavailable(f"{model_dir} has no version folder with a model.pt")
+        raise BackendUnavailable(f"{model_dir} has no version folder with a {file}")
     chosen = versions[-1] if version is None else version
     if chosen not in versions:
-        raise BackendUnavailable(f"Version {chosen} of {name!r} not found; have {versions}")
-    return model_dir / str(chosen) / "model.pt", str(chosen)
+        raise BackendUnavailable(f"Version {chosen} of {name!r} with a {file} not found; "
+                                 f"have {versions}")
+    return model_dir / str(chosen) / file, str(chosen)
 
 
 class LocalBackend:
-    """Runs `model.pt` with torch on `device`."""
+    """Runs the model with `runtime` (torch: model.pt; onnxruntime, openvino: model.onnx)."""
 
     kind = "local"
 
     def __init__(self, repository: Path, name: str, version: int | None = None,
                  device: str = "cpu", threads: int = 0,
-                 warmup_batch_sizes: tuple[int, ...] = (1,)):
+                 warmup_batch_sizes: tuple[int, ...] = (1,), runtime: str = "torch"):
+        if runtime not in FILES:
+            raise BackendUnavailable(f"Unknown runtime {runtime!r}; choose one of "
+                                     f"{', '.join(FILES)}")
         self._repository, self._name, self._version = Path(repository), name, version
-        self._device = torch.device(device)
+        self._device = device
         self._threads = threads
         self._warmup = warmup_batch_sizes
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-infer")
-        self._model: torch.jit.ScriptModule | None = None
-        self.threads = 0  # torch intra-op threads inference runs with, once started
+        self.runtime = runtime
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-infer")
+        self._model: Runtime | None = None
+        self.threads = 0  # intra-op threads inference runs with, once started
         self._info: ModelInfo | None = None
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
 
     def _load(self) -> None:
-        if self._threads > 0:
-            torch.set_num_threads(self._threads)
-        elif self._device.type == "cpu":
-            torch.set_num_threads(min(torch.get_num_threads(), spare_cpu_threads()))
-        path, version = resolve_model_file(self._repository, self._name, self._version)
-        files = {CARD_FILE: ""}
-        try:
-            model = torchscript.load(path, self._device, files)
-        except (RuntimeError, ValueError) as exc:
-            raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
-        card = json.loads(files[CARD_FILE]) if files[CARD_FILE] else {}
-        model.eval()
-        for batch in self._warmup:  # the first calls of a TorchScript model are slow
+        threads = self._threads
+        if threads <= 0 and self._device == "cpu":
+            threads = spare_cpu_threads()
+        path, version = resolve_model_file(self._repository, self._name, self._version,
+                                           FILES[self.runtime])
+        model = open_runtime(self.runtime, path, self._device, threads)
+        for batch in self._warmup:  # the first calls of every runtime are slow
             self._run(model, np.zeros((batch, *INPUT.dims), dtype=np.uint8))
         self._model = model
-        self._info = ModelInfo(self._name, version, card)
-        # Read in the inference thread: with OpenMP the count is that thread's setting.
-        self.threads = torch.get_num_threads()
-        log.info("loaded %s version %s on %s (%d intra-op threads)", self._name, version,
-                 self._device, self.threads)
+        self._info = ModelInfo(self._name, version, model.card)
+        self.threads = model.threads
+        log.info("loaded %s version %s with %s on %s (%d intra-op threads)", self._name,
+                 version, self.runtime, self._device, self.threads)
 
-    def _run(self, model: torch.jit.ScriptModule, images: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            outputs = model(torch.from_numpy(images).to(self._device))
-        return {spec.key: t.cpu().numpy() for spec, t in zip(OUTPUTS, outputs, strict=True)}
+    def _run(self, model: Runtime, images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = model.run(images)
+        return {spec.key: out for spec, out in zip(OUTPUTS, outputs, strict=True)}
 
     async def stop(self) -> None:
         self._model = None

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -78,3 +83,40 @@ def client(server) -> Iterator[httpx.Client]:
 def run(coro):
     """Run a coroutine to completion (no pytest-asyncio here)."""
     return asyncio.run(coro)
+
+
+# A gateway process in which `import torch` fails: the slim image's situation.
+NO_TORCH_GATEWAY = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from service.__main__ import main
+main(sys.argv[1:])
+"""
+
+
+@contextlib.contextmanager
+def torch_free_gateway(args: list[str], log_path: Path) -> Iterator[httpx.Client]:
+    """`serve ARGS` in a process where torch cannot be imported; a REST client once ready.
+
+    On exit the gateway gets SIGTERM and must shut down cleanly (exit status 0).
+    """
+    port = free_port()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", NO_TORCH_GATEWAY, *args,
+             "--port", str(port), "--grpc-port", str(free_port())],
+            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                deadline = time.monotonic() + 60
+                while True:
+                    assert proc.poll() is None, log_path.read_text()
+                    with contextlib.suppress(httpx.TransportError):
+                        if client.get("/health/ready").status_code == 200:
+                            break
+                    assert time.monotonic() < deadline, "the torch-free gateway never got ready"
+                    time.sleep(0.2)
+                yield client
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log_path.read_text()

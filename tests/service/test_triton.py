@@ -15,9 +15,6 @@ import dataclasses
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +38,7 @@ from service.core import PoseService
 from service.errors import BackendUnavailable, DeadlineExceeded
 from service.options import Box, PredictOptions
 from service.settings import Settings
-from tests.service.conftest import RunningServer
+from tests.service.conftest import RunningServer, torch_free_gateway
 
 from .conftest import MODEL_NAME, free_port, jpeg_bytes, run
 
@@ -222,7 +219,7 @@ def test_float16_weights_serve_alike_embedded_and_in_triton(triton, float16_repo
         await remote.start()
         try:
             assert local.info().card["weight_storage"]["dtype"] == "float16"
-            assert float16_constants(local._model) == 0  # cast to float32 once, at load
+            assert float16_constants(local._model.module) == 0  # cast to float32 once, at load
             images = np.random.default_rng(1).integers(0, 256, (3, *INPUT.dims), np.uint8)
             want, got = await local.infer(images), await remote.infer(images)
             for spec in OUTPUTS:
@@ -379,39 +376,11 @@ def test_triton_http_protocol_answers_like_grpc(triton):
         assert r.status_code == 400 and "NOPE" in r.json()["error"]
 
 
-# A gateway process in which `import torch` fails: the slim image's situation.
-NO_TORCH_GATEWAY = """
-import sys
-sys.modules["torch"] = None  # any `import torch` now raises ImportError
-from service.__main__ import main
-main(sys.argv[1:])
-"""
-
-
 def test_gateway_without_torch_serves_through_triton(triton, tmp_path):
-    port, grpc_port = free_port(), free_port()
-    log = (tmp_path / "gateway.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", NO_TORCH_GATEWAY, "--backend", "triton",
-         "--triton-url", triton.grpc_url, "--model-name", MODEL_NAME,
-         "--port", str(port), "--grpc-port", str(grpc_port)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/health/ready").status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "the torch-free gateway never became ready"
-                time.sleep(0.2)
-            r = predict(client)
-            assert r.status_code == 200, r.text
-            (person,) = r.json()["persons"]
-            assert len(person["joints"]) == 17
-            assert r.json()["model"]["backend"] == "triton"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, (tmp_path / "gateway.log").read_text()
-        log.close()
+    args = ["--backend", "triton", "--triton-url", triton.grpc_url, "--model-name", MODEL_NAME]
+    with torch_free_gateway(args, tmp_path / "gateway.log") as client:
+        r = predict(client)
+        assert r.status_code == 200, r.text
+        (person,) = r.json()["persons"]
+        assert len(person["joints"]) == 17
+        assert r.json()["model"]["backend"] == "triton"

@@ -1,0 +1,149 @@
+"""The runtimes of the embedded backend: one exported model, run in-process.
+
+- `torch` runs `model.pt` (TorchScript) on a torch device (`cpu`, `cuda`, `cuda:N`);
+- `onnxruntime` runs `model.onnx` with ONNX Runtime (CPU; `cuda` takes its CUDA provider);
+- `openvino` runs `model.onnx` with OpenVINO on the CPU.
+
+Each one is built in the backend's inference thread (with OpenMP a thread count is per thread),
+reads the model card the exporter embedded (`model.pt`'s extra file, `model.onnx`'s metadata),
+and runs uint8 (N, 3, 256, 256) batches to the contract's outputs in `posecontract.layout`
+order. Only the chosen runtime's package is imported, so a gateway serving ONNX needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from posecontract.layout import INPUT, OUTPUTS
+from service.errors import BackendUnavailable
+
+CARD_KEY = "model.json"  # the exporter's model card: model.pt's extra file, model.onnx's metadata
+FILES = {"torch": "model.pt", "onnxruntime": "model.onnx", "openvino": "model.onnx"}
+PACKAGES = {"torch": "torch (the `local` extra)", "onnxruntime": "onnxruntime (the `onnx` extra)",
+            "openvino": "openvino (the `openvino` extra)"}
+
+
+class Runtime(Protocol):
+    name: str
+    threads: int  # intra-op threads it runs with (0 where the runtime does not say)
+    card: dict
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """uint8 (N, 3, 256, 256) -> the outputs in `OUTPUTS` order, each with leading dim N."""
+
+
+def open_runtime(name: str, path: Path, device: str, threads: int) -> Runtime:
+    """Load `path` with runtime `name`; `threads` 0 leaves the runtime's own default.
+
+    Raises BackendUnavailable naming the problem (unknown runtime, missing package, a device the
+    runtime cannot use, a file it cannot load).
+    """
+    if name not in FILES:
+        raise BackendUnavailable(f"Unknown runtime {name!r}; choose one of {', '.join(FILES)}")
+    try:
+        runtime = {"torch": TorchRuntime, "onnxruntime": OnnxRuntime,
+                   "openvino": OpenVinoRuntime}[name]
+        return runtime(path, device, threads)
+    except ModuleNotFoundError as exc:
+        raise BackendUnavailable(f"Runtime {name!r} needs {PACKAGES[name]}: {exc}") from exc
+
+
+def _card(text: str | None) -> dict:
+    return json.loads(text) if text else {}
+
+
+class TorchRuntime:
+    name = "torch"
+
+    def __init__(self, path: Path, device: str, threads: int):
+        import torch
+
+        from posecontract import torchscript
+
+        self._torch = torch
+        self._device = torch.device(device)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        files = {CARD_KEY: ""}
+        try:
+            self.module = torchscript.load(path, self._device, files)
+        except (RuntimeError, ValueError) as exc:
+            raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
+        self.card = _card(files[CARD_KEY])
+        self.threads = torch.get_num_threads()
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        with self._torch.inference_mode():
+            outputs = self.module(self._torch.from_numpy(images).to(self._device))
+        return [t.cpu().numpy() for t in outputs]
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str, threads: int):
+        import onnxruntime as ort
+
+        if device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        elif device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailable(
+                    f"device {device!r}: this onnxruntime has no CUDA provider (install "
+                    "onnxruntime-gpu), or serve on cpu")
+            index = device.partition(":")[2] or "0"
+            providers = [("CUDAExecutionProvider", {"device_id": int(index)})]
+        else:
+            raise BackendUnavailable(f"device {device!r}: onnxruntime runs on cpu or cuda[:N]")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # one batch at a time (the backend's single thread)
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
+        self.card = _card(self._session.get_modelmeta().custom_metadata_map.get(CARD_KEY))
+        self.threads = threads
+        self._names = [o.name for o in OUTPUTS]
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(self._names, {INPUT.name: images})
+
+
+class OpenVinoRuntime:
+    name = "openvino"
+
+    def __init__(self, path: Path, device: str, threads: int):
+        import openvino as ov
+
+        if device != "cpu":
+            raise BackendUnavailable(f"device {device!r}: the openvino runtime runs on cpu")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+            # OpenVINO computes in bfloat16 by default where the CPU has it (Intel AMX, AMD
+            # Zen 4): 8 mantissa bits move the joints visibly. The model is float32.
+            config: dict = {"INFERENCE_PRECISION_HINT": "f32"}
+            if threads > 0:
+                config["INFERENCE_NUM_THREADS"] = threads
+            compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as exc:
+            raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
+        try:
+            self.card = _card(model.get_rt_info(["framework", CARD_KEY]).astype(str))
+        except RuntimeError:  # no card in the file's metadata
+            self.card = {}
+        self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        self._request = compiled.create_infer_request()
+        self._names = [o.name for o in OUTPUTS]
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        results = self._request.infer({INPUT.name: images})
+        by_name = {port.get_any_name(): value for port, value in results.items()}
+        # infer() answers views of the request's buffers: copy before the next batch reuses them.
+        return [np.array(by_name[name], copy=True) for name in self._names]
