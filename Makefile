@@ -17,11 +17,12 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # A real Triton server for the tests (deploy/triton_server.py): the tritonserver binary bundled in
-# nvidia-pytriton, in its own venv because pytriton pins numpy<2; torch runs the CPU twin's model.py.
+# nvidia-pytriton, in its own venv because pytriton pins numpy<2; torch (or onnxruntime) runs the
+# CPU twin's model.py.
 TRITON_VENV ?= .venv-triton
 $(TRITON_VENV)/.installed:
 	$(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/pip install --quiet "$(TORCH_SPEC)" nvidia-pytriton==0.7.0
+	$(TRITON_VENV)/bin/pip install --quiet "$(TORCH_SPEC)" nvidia-pytriton==0.7.0 onnxruntime
 	touch $@
 
 triton-env: $(TRITON_VENV)/.installed

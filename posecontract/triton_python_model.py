@@ -1,14 +1,17 @@
-"""Triton Python-backend `model.py` of the CPU twin: the exported TorchScript, run by torch.
+"""Triton Python-backend `model.py` of the CPU twin: the exported model, run by torch or ONNX
+Runtime.
 
 `posecontract.triton.write_cpu_twin` copies this file into every version folder of the twin as
-`model.py`, next to the production `model.pt`. It runs inside Triton's Python stub, never in the
-gateway: `triton_python_backend_utils` exists only there, and `torch` and `numpy` come from the
-interpreter the stub finds as `python3` on PATH (see deploy/triton_server.py). Tensor names, dtypes
-and dims are read from the model's config, which `render_cpu_twin_config` wrote from
-`posecontract.layout`, so this file depends on nothing else of the project.
+`model.py`, next to the production `model.pt` (or `model.onnx` when the config's RUNTIME
+parameter is `onnxruntime`). It runs inside Triton's Python stub, never in the gateway:
+`triton_python_backend_utils` exists only there, and `torch`, `onnxruntime` and `numpy` come from
+the interpreter the stub finds as `python3` on PATH (see deploy/triton_server.py); only the chosen
+runtime is imported. Tensor names, dtypes and dims are read from the model's config, which
+`render_cpu_twin_config` wrote from `posecontract.layout`, so this file depends on nothing else
+of the project.
 
-Like the libtorch backend, it honours the config's INTRA_OP_THREAD_COUNT parameter (torch's
-intra-op threads; torch's own default when absent) and logs the count it runs with.
+Like the libtorch and onnxruntime backends, it honours the config's INTRA_OP_THREAD_COUNT
+parameter (the runtime's own default when absent) and logs the count it runs with.
 
 Triton hands `execute` the requests its dynamic batcher grouped. Each valid request contributes
 its (k_i, 3, 256, 256) uint8 rows to one stacked batch, the model runs once, and the outputs are
@@ -20,26 +23,63 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
 
 
-class TritonPythonModel:
-    """One model instance: the TorchScript module and the names of its tensors."""
+class TorchModel:
+    """model.pt with torch."""
 
-    def initialize(self, args: dict) -> None:
-        config = json.loads(args["model_config"])
-        threads = config.get("parameters", {}).get("INTRA_OP_THREAD_COUNT", {}).get("string_value")
+    def __init__(self, folder: Path, threads: str | None, model_name: str):
+        import torch
+
+        self.torch = torch
         if threads:
             torch.set_num_threads(int(threads))
-        pb_utils.Logger.log_info(f"{args['model_name']}: torch intra-op threads "
+        pb_utils.Logger.log_info(f"{model_name}: torch intra-op threads "
                                  f"{torch.get_num_threads()}")
-        # args["model_repository"] is the model's folder; the version folder holds model.pt.
-        path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
-        self.model = torch.jit.load(str(path), map_location="cpu").eval()
+        self.model = torch.jit.load(str(folder / "model.pt"), map_location="cpu").eval()
         # Weights stored as float16 (export --weights float16) are float16 constants, each cast
         # to float32 in the graph: fold the casts once, as posecontract.torchscript.load does.
         torch._C._jit_pass_constant_propagation(self.model.graph)
+
+    def __call__(self, batch: np.ndarray, input_name: str) -> list[np.ndarray]:
+        with self.torch.inference_mode():
+            return [t.numpy() for t in self.model(self.torch.from_numpy(batch))]
+
+
+class OnnxModel:
+    """model.onnx with ONNX Runtime on the CPU (config parameter RUNTIME = onnxruntime)."""
+
+    def __init__(self, folder: Path, threads: str | None, model_name: str):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads) if threads else 0
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
+                                            providers=["CPUExecutionProvider"])
+        pb_utils.Logger.log_info(f"{model_name}: onnxruntime intra-op threads "
+                                 f"{threads or 'default'}")
+
+    def __call__(self, batch: np.ndarray, input_name: str) -> list[np.ndarray]:
+        return self.session.run(None, {input_name: batch})
+
+
+RUNTIMES = {"torch": TorchModel, "onnxruntime": OnnxModel}
+
+
+class TritonPythonModel:
+    """One model instance: the exported model and the names of its tensors."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        parameters = config.get("parameters", {})
+        threads = parameters.get("INTRA_OP_THREAD_COUNT", {}).get("string_value")
+        runtime = parameters.get("RUNTIME", {}).get("string_value", "torch")
+        # args["model_repository"] is the model's folder; the version folder holds the file.
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.model = RUNTIMES[runtime](folder, threads, args["model_name"])
         (spec,) = config["input"]
         self.input_name = spec["name"]
         self.input_dims = tuple(int(d) for d in spec["dims"])  # per item, batch dim implicit
@@ -71,9 +111,8 @@ class TritonPythonModel:
         if good:
             batch = np.concatenate([images for _, images in good])  # (N, 3, 256, 256)
             try:
-                with torch.inference_mode():
-                    outputs = [t.numpy() for t in self.model(torch.from_numpy(batch))]
-            except RuntimeError as exc:
+                outputs = self.model(batch, self.input_name)
+            except Exception as exc:  # torch's RuntimeError, onnxruntime's own types
                 error = pb_utils.TritonError(f"inference failed: {exc}")
                 for i, _ in good:
                     responses[i] = pb_utils.InferenceResponse(error=error)

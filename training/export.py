@@ -29,7 +29,7 @@ from posecontract.layout import INPUT, INPUT_SIZE, OUTPUTS
 from posecontract.skeleton import JOINT_NAMES, PARENTS
 from posecontract.torchscript import load as load_torchscript
 from posecontract.torchscript import store_float16
-from posecontract.triton import ServingOptions, render_config
+from posecontract.triton import ServingOptions, render_config, write_onnx_model
 from training import export_onnx
 from training.checkpoint import load_checkpoint
 from training.export_onnx import OnnxParity
@@ -112,6 +112,7 @@ class ExportResult:
     float16_coord_diff: float | None = None  # float16-stored vs float32 weights, coords only
     onnx_path: Path | None = None
     onnx_parity: OnnxParity | None = None
+    onnx_config_path: Path | None = None  # <name>-onnx/config.pbtxt (Triton's onnxruntime)
 
     @property
     def max_abs_diff(self) -> float:
@@ -267,6 +268,7 @@ def export(model: MargiPose, repository: str | Path, name: str, version: int = 1
     if onnx:
         result.onnx_path, result.onnx_parity = _export_onnx(model, version_dir / "model.onnx",
                                                             weights, card_json)
+        result.onnx_config_path = write_onnx_model(Path(repository), name, options)
     return result
 
 

@@ -31,7 +31,12 @@ from tritonclient.grpc import model_config_pb2
 from deploy.triton_server import TritonServer, missing_reason
 from posecontract.layout import INPUT, OUTPUTS
 from posecontract.torchscript import float16_constants
-from posecontract.triton import ServingOptions, write_cpu_twin
+from posecontract.triton import (
+    ServingOptions,
+    onnx_model_name,
+    render_onnx_config,
+    write_cpu_twin,
+)
 from service.backends.local import LocalBackend
 from service.backends.triton import TritonBackend
 from service.core import PoseService
@@ -39,11 +44,13 @@ from service.errors import BackendUnavailable, DeadlineExceeded
 from service.options import Box, PredictOptions
 from service.settings import Settings
 from tests.service.conftest import RunningServer, torch_free_gateway
+from tests.service.test_runtimes import RUNTIME_TOLERANCE
 
 from .conftest import MODEL_NAME, free_port, jpeg_bytes, run
 
 QUEUE_MODEL = "tiny-pose-q1"
 FLOAT16_MODEL = "tiny-pose-f16"  # the same weights stored as float16 (export --weights float16)
+ONNX_TWIN = "tiny-pose-onnx-twin"  # model.onnx run by ONNX Runtime in the Python backend
 # One request parks in the queue for up to a second waiting for a batch of 4; a second is refused.
 QUEUE_OPTIONS = ServingOptions(max_batch_size=4, preferred_batch_sizes=(4,),
                                max_queue_delay_us=1_000_000, max_queue_size=1,
@@ -123,8 +130,11 @@ def triton(model_repository, float16_repository, tmp_path_factory) -> Iterator[T
     write_cpu_twin(float16_repository, MODEL_NAME, twin,
                    ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=1),
                    served_name=FLOAT16_MODEL)
+    write_cpu_twin(model_repository, MODEL_NAME, twin,
+                   ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=1),
+                   served_name=ONNX_TWIN, runtime="onnxruntime")
     server = TritonServer(twin, tmp_path_factory.mktemp("tritonserver"),
-                          (MODEL_NAME, QUEUE_MODEL, FLOAT16_MODEL))
+                          (MODEL_NAME, QUEUE_MODEL, FLOAT16_MODEL, ONNX_TWIN))
     server.start()
     try:
         yield server
@@ -230,6 +240,67 @@ def test_float16_weights_serve_alike_embedded_and_in_triton(triton, float16_repo
             await local.stop()
 
     run(compare())
+
+
+def test_onnx_config_matches_the_production_config(model_repository, tmp_path):
+    production = parse_config(model_repository / MODEL_NAME / "config.pbtxt")
+    onnx_dir = model_repository / onnx_model_name(MODEL_NAME)
+    config = parse_config(onnx_dir / "config.pbtxt")
+    assert config.name == f"{MODEL_NAME}-onnx" and config.platform == "onnxruntime_onnx"
+    assert config.default_model_filename == "model.onnx"
+    for field in ("input", "output"):
+        assert list(getattr(config, field)) == list(getattr(production, field))
+    assert config.max_batch_size == production.max_batch_size
+    assert config.dynamic_batching == production.dynamic_batching
+    assert list(config.instance_group) == list(production.instance_group)
+    assert list(config.model_warmup) == list(production.model_warmup)
+    assert not config.optimization.HasField("execution_accelerators")
+    # The version folder is the torch model's own (a relative link): one model.onnx, stored once.
+    assert (onnx_dir / "1").is_symlink() and os.readlink(onnx_dir / "1") == f"../{MODEL_NAME}/1"
+    assert (onnx_dir / "1" / "model.onnx").samefile(model_repository / MODEL_NAME / "1" /
+                                                    "model.onnx")
+
+    cpu = ServingOptions(instance_kind="KIND_CPU", intra_op_threads=2)
+    parsed = text_format.Parse(render_onnx_config("m", cpu, "openvino"),
+                               model_config_pb2.ModelConfig())
+    (accel,) = parsed.optimization.execution_accelerators.cpu_execution_accelerator
+    assert accel.name == "openvino"
+    assert parsed.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert parsed.parameters["intra_op_thread_count"].string_value == "2"
+    for accelerator, precision in (("tensorrt", "FP32"), ("tensorrt-fp16", "FP16")):
+        parsed = text_format.Parse(render_onnx_config("m", None, accelerator),
+                                   model_config_pb2.ModelConfig())
+        (accel,) = parsed.optimization.execution_accelerators.gpu_execution_accelerator
+        assert (accel.name, dict(accel.parameters)) == ("tensorrt", {"precision_mode": precision})
+    with pytest.raises(ValueError, match="the tensorrt accelerator runs on KIND_GPU instances"):
+        render_onnx_config("m", cpu, "tensorrt")
+    with pytest.raises(ValueError, match="the openvino accelerator runs on KIND_CPU instances"):
+        render_onnx_config("m", None, "openvino")
+    with pytest.raises(ValueError, match="accelerator must be one of"):
+        render_onnx_config("m", None, "cuda")
+
+
+def test_onnx_twin_serves_what_the_embedded_backend_computes(triton, model_repository):
+    async def compare() -> None:
+        local = LocalBackend(model_repository, MODEL_NAME, threads=1)
+        remote = TritonBackend(triton.grpc_url, ONNX_TWIN)
+        await local.start()
+        await remote.start()
+        try:
+            images = np.random.default_rng(2).integers(0, 256, (3, *INPUT.dims), np.uint8)
+            want, got = await local.infer(images), await remote.infer(images)
+            for spec in OUTPUTS:
+                # Two runtimes (torch, ONNX Runtime): each within the export's bound of the
+                # float64 model, so within twice that of each other (test_runtimes.py).
+                np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
+                                           atol=RUNTIME_TOLERANCE, err_msg=spec.key)
+        finally:
+            await remote.stop()
+            await local.stop()
+
+    run(compare())
+    log = triton.log_path.read_text(errors="replace")
+    assert f'"{ONNX_TWIN}: onnxruntime intra-op threads 1"' in log
 
 
 def test_twin_runs_with_the_configured_intra_op_threads(triton):
