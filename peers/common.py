@@ -40,7 +40,8 @@ def dataset_parser(doc: str, dataset: str, *, torchscript: bool) -> argparse.Arg
     """The shared options; `torchscript` adds the required --torchscript of our model."""
     p = argparse.ArgumentParser(description=doc.split("\n")[0])
     if torchscript:
-        p.add_argument("--torchscript", type=Path, required=True, help="exported model.pt")
+        p.add_argument("--torchscript", type=Path, required=True,
+                       help="exported model.pt, or model.onnx (run with ONNX Runtime)")
     p.add_argument("--dataset", default=dataset)
     p.add_argument("--data-root", type=Path, default=Path("build"))
     p.add_argument("--complexity", type=int, nargs="*", choices=sorted(NAMES), default=[1, 2],
@@ -51,12 +52,13 @@ def dataset_parser(doc: str, dataset: str, *, torchscript: bool) -> argparse.Arg
 
 
 def load_ours(torchscript: Path) -> tuple[Any, str]:
-    """An exported model.pt in eval mode, and its label: the model card's name + " (ours)"."""
-    from posecontract.torchscript import load
+    """An exported model.pt (or model.onnx) ready to call, and its label: the model card's name
+    + " (ours)"."""
     from training.export import CARD_FILE
+    from training.export_onnx import load_exported
 
     extra = {CARD_FILE: ""}
-    module = load(torchscript, "cpu", extra)
+    module = load_exported(torchscript, "cpu", extra)
     name = json.loads(extra[CARD_FILE]).get("name") if extra[CARD_FILE] else None
     return module, f"{name or Path(torchscript).parent.parent.name} (ours)"
 

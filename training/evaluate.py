@@ -391,9 +391,9 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
         model, _ = load_checkpoint(args.checkpoint)
         module = ServingModel(model.eval()).to(device).eval()
     else:
-        from posecontract.torchscript import load
+        from training.export_onnx import load_exported
 
-        module = load(args.torchscript, device)
+        module = load_exported(args.torchscript, device)
     return model_predictor(module, device)
 
 
@@ -414,7 +414,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", type=Path, help="training checkpoint (training.checkpoint)")
     model.add_argument("--torchscript", type=Path,
-                       help="exported model.pt (training.export: uint8 input, coords first)")
+                       help="exported model.pt (training.export: uint8 input, coords first), "
+                            "or model.onnx (run with ONNX Runtime on the cpu)")
     p.add_argument("--dataset", required=True,
                    help="dataset spec, e.g. h36m-test or mpi3d-test (h36m-* specs use the GT "
                         "root depth, others the knee-neck prior)")

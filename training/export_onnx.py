@@ -152,3 +152,38 @@ def store_float16_checked(path: str | Path, seed: int = 1) -> float:
     if store_float16(path) == 0:
         raise RuntimeError(f"{path}: no float32 initializers to store as float16")
     return float(np.abs(run_session(session(path), images)[0] - before).max())
+
+
+class OnnxModule:
+    """An ONNX Runtime session called like the TorchScript module: uint8 (B, 3, 256, 256) CPU
+    tensor -> the contract's outputs as float32 tensors. The card is in `card`."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        self.session = session(path, threads)
+        text = self.session.get_modelmeta().custom_metadata_map.get("model.json")
+        self.card_json = text or ""
+
+    def __call__(self, images: Tensor) -> tuple[Tensor, ...]:
+        outputs = run_session(self.session, images.cpu().numpy())
+        return tuple(torch.from_numpy(o) for o in outputs)
+
+    def eval(self) -> OnnxModule:
+        return self
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu",
+                  extra_files: dict[str, str] | None = None):
+    """model.pt (posecontract.torchscript.load) or model.onnx (ONNX Runtime, CPU) by suffix.
+
+    `extra_files` gets the card under "model.json" from either.
+    """
+    from posecontract.torchscript import load
+
+    if Path(path).suffix != ".onnx":
+        return load(path, device, extra_files)
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"{path}: ONNX models are evaluated with ONNX Runtime on the cpu")
+    module = OnnxModule(path)
+    if extra_files is not None and "model.json" in extra_files:
+        extra_files["model.json"] = module.card_json
+    return module

@@ -443,3 +443,19 @@ def test_cli_on_the_registry(data_root, tmp_path, tiny_model):
 
     assert cli(["--checkpoint", str(ckpt), "--dataset", "mpi3d-test", "--data-root", str(root),
                 "--device", "cpu", "--limit", "1"]) == 0
+
+
+def test_cli_scores_model_onnx_as_it_scores_model_pt(tmp_path, tiny_model):
+    exported = export(tiny_model, tmp_path / "repo", "tiny", onnx=True)
+    source = _source(1, subject=1, sequence=1, activity=3)
+    runs = {}
+    for path in (exported.model_path, exported.onnx_path):
+        args, _ = _cli(tmp_path, ["--torchscript", str(path)], "mpi3d-test", [])
+        runs[path.suffix] = main(args, open_source=_factory([], source))
+    onnx, script = runs[".onnx"]["overall"], runs[".pt"]["overall"]
+    # Two float32 runtimes of one model: errors agree closely; a joint that close to a PCK/AUC
+    # threshold may flip, one of the 17 at most (as TorchScript against eager above).
+    for key in ("mpjpe", "pa_mpjpe"):
+        assert onnx[key] == pytest.approx(script[key], rel=1e-3), key
+    for key in ("pck", "auc", "pa_pck", "pa_auc"):
+        assert abs(onnx[key] - script[key]) <= 1 / 17 + 1e-9, key

@@ -111,3 +111,23 @@ def test_export_command_writes_onnx_by_default_and_not_with_no_onnx(tmp_path, ca
     main(["--variant", "margipose-lite", "--repository", str(tmp_path / "b"), "--no-onnx"])
     assert not (tmp_path / "b" / "margipose-lite" / "1" / "model.onnx").exists()
     assert (tmp_path / "b" / "margipose-lite" / "1" / "model.pt").is_file()
+
+
+def test_evaluators_load_onnx_like_torchscript(exports):
+    """margipose-eval and peers.compare_real2d take model.onnx where they take model.pt."""
+    from peers.common import load_ours
+    from training.export_onnx import load_exported
+
+    full, _ = exports
+    images = torch.from_numpy(
+        np.random.default_rng(6).integers(0, 256, (2, *INPUT.dims), np.uint8))
+    module, label = load_ours(full.onnx_path)
+    assert label == "tiny (ours)"
+    scripted = load_exported(full.model_path)
+    with torch.inference_mode():
+        want = scripted(images)
+    got = module.eval()(images)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="ONNX models are evaluated with ONNX Runtime on the cpu"):
+        load_exported(full.onnx_path, "cuda")
