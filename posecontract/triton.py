@@ -157,7 +157,7 @@ def _accelerator(accelerator: str) -> str:
 
 def render_onnx_config(name: str, options: ServingOptions | None = None,
                        accelerator: str = "") -> str:
-    """config.pbtxt text for Triton's onnxruntime backend serving `model.onnx` of model `name`.
+    """config.pbtxt text for Triton's onnxruntime backend serving a `model.onnx` as `name`.
 
     Same tensors, batching, queue, instances and warm-up as `render_config`; `accelerator` adds
     an execution accelerator: `openvino` (KIND_CPU instances), `tensorrt` or `tensorrt-fp16`
@@ -174,7 +174,7 @@ def render_onnx_config(name: str, options: ServingOptions | None = None,
                          f"the options give {o.instance_kind}")
     threads = (_param("intra_op_thread_count", str(o.intra_op_threads)) + "\n"
                if o.intra_op_threads else "")
-    return (f"{HEADER}\n" + _common(onnx_model_name(name), ONNX_PLATFORM, o, o.instance_kind)
+    return (f"{HEADER}\n" + _common(name, ONNX_PLATFORM, o, o.instance_kind)
             + _accelerator(accelerator) + threads)
 
 
@@ -201,6 +201,15 @@ def write_onnx_model(repository: Path, name: str, options: ServingOptions | None
             link.mkdir()
             shutil.copyfile(version / "model.onnx", link / "model.onnx")
     config = model_dir / "config.pbtxt"
+    config.write_text(render_onnx_config(onnx_model_name(name), options, accelerator))
+    return config
+
+
+def write_onnx_config(repository: Path, name: str, options: ServingOptions | None = None,
+                      accelerator: str = "") -> Path:
+    """`<repository>/<name>/config.pbtxt` for a model whose own version folders hold a
+    model.onnx and nothing else Triton serves (an int8 model: `training.quantize`)."""
+    config = Path(repository) / name / "config.pbtxt"
     config.write_text(render_onnx_config(name, options, accelerator))
     return config
 

@@ -47,15 +47,17 @@ def to_onnx(serving: torch.nn.Module, path: str | Path) -> Path:
     return path
 
 
-def session(path: str | Path, threads: int = 0):
-    """An ONNX Runtime CPU session for `path` (threads 0: ONNX Runtime's default)."""
+def session(path: str | Path | bytes, threads: int = 0):
+    """An ONNX Runtime CPU session for `path` or a serialized model (threads 0: ONNX Runtime's
+    default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def run_session(sess, images: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -187,3 +189,27 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu",
     if extra_files is not None and "model.json" in extra_files:
         extra_files["model.json"] = module.card_json
     return module
+
+
+def restore_float32(model):
+    """An ONNX ModelProto without float16 weight storage: each float16 initializer that
+    `store_float16` cast back becomes the float32 initializer again (a copy; others unchanged)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    halves = {i.name: i for i in graph.initializer if i.data_type == TensorProto.FLOAT16}
+    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0] in halves]
+    if not casts:
+        return model
+    restored = [numpy_helper.from_array(
+        numpy_helper.to_array(halves[n.input[0]]).astype(np.float32), n.output[0]) for n in casts]
+    dropped = {n.input[0] for n in casts}
+    kept = [i for i in graph.initializer if i.name not in dropped] + restored
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = [n for n in graph.node if not (n.op_type == "Cast" and n.input[0] in dropped)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model

@@ -1,0 +1,93 @@
+"""Static int8 quantization of model.onnx (training/quantize.py)."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from posecontract.layout import INPUT, OUTPUTS
+from tests.training.test_data_real2d import write_fixture
+from tests.training.test_export import _tiny_model
+from training.export import CARD_FILE, export
+from training.export_onnx import restore_float32, run_session, session
+from training.quantize import QUANTIZED_OPS, main, parse_calibration
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("q")
+    torch.manual_seed(0)
+    model = _tiny_model()
+    return (export(model, root, "tiny", version=1, onnx=True),
+            export(model, root, "tiny", version=2, onnx=True, weights="float16"))
+
+
+def test_calibration_sources_are_training_splits_only():
+    assert parse_calibration(["real2d-train:200", "synthetic-train:5"]) == [
+        ("real2d-train", 200), ("synthetic-train", 5)]
+    for held_out in ("real2d-val:10", "synthetic-test:10", "mpi3d-test:3"):
+        with pytest.raises(ValueError, match="is a held-out split"):
+            parse_calibration([held_out])
+    for bad in ("real2d-train", "real2d-train:0", "real2d-train:x"):
+        with pytest.raises(ValueError, match="expected DATASET:COUNT"):
+            parse_calibration([bad])
+
+
+def test_restore_float32_undoes_float16_storage(exported):
+    full, half = exported
+    restored = restore_float32(onnx.load(str(half.onnx_path)))
+    assert not [i for i in restored.graph.initializer
+                if i.data_type == onnx.TensorProto.FLOAT16]
+    assert not [n for n in restored.graph.node if n.name.endswith("__to_float32")]
+    onnx.checker.check_model(restored)
+    # The same function: float16-rounded values held as float32.
+    images = np.random.default_rng(0).integers(0, 256, (2, *INPUT.dims), np.uint8)
+    want = run_session(session(half.onnx_path), images)
+    got = run_session(session(restored.SerializeToString()), images)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
+    # A float32 file comes back unchanged.
+    plain = onnx.load(str(full.onnx_path))
+    assert restore_float32(plain).SerializeToString() == plain.SerializeToString()
+
+
+def test_quantize_command_writes_an_int8_model_of_its_own(exported, tmp_path, capsys):
+    full, half = exported
+    write_fixture(tmp_path / "data" / "real2d")
+    repo = tmp_path / "repo"
+    out = main(["--model", str(half.onnx_path), "--data-root", str(tmp_path / "data"),
+                "--calibration", "real2d-train:4", "--repository", str(repo),
+                "--name", "tiny-int8", "--version", "2"])
+    assert out == repo / "tiny-int8" / "2" / "model.onnx"
+    assert "calibrated on 4 crops" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    float_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT
+                     and int(np.prod(i.dims)) >= 1024]
+    assert int8 and not float_weights  # every convolution weight is int8
+    # Weights a quarter of float32's; this small model's file is 42 %: the graph itself (a
+    # QuantizeLinear/DequantizeLinear pair per tensor, their scales) weighs as much as the weights.
+    assert out.stat().st_size < 0.5 * full.onnx_path.stat().st_size
+    card = json.loads({p.key: p.value for p in model.metadata_props}[CARD_FILE])
+    assert card["name"] == "tiny" and card["quantization"]["ops"] == list(QUANTIZED_OPS)
+    assert card["quantization"]["calibration_sources"] == ["real2d-train:4"]
+    assert card["quantization"]["calibration_crops"] == 4
+    # It runs, with the contract's outputs; the heatmaps stay distributions (float softmax).
+    images = np.random.default_rng(1).integers(0, 256, (3, *INPUT.dims), np.uint8)
+    outputs = run_session(session(out), images)
+    for spec, o in zip(OUTPUTS, outputs, strict=True):
+        assert o.dtype == np.float32 and o.shape == (3, *spec.dims), spec.key
+    np.testing.assert_allclose(outputs[2].sum(axis=(-2, -1)), 1, rtol=0, atol=1e-4)
+    assert (repo / "tiny-int8" / "config.pbtxt").read_text().count('name: "tiny-int8"') == 1
+
+
+def test_quantize_refuses_held_out_calibration(exported, tmp_path):
+    full, _ = exported
+    with pytest.raises(ValueError, match="real2d-val.*is a held-out split"):
+        main(["--model", str(full.onnx_path), "--data-root", str(tmp_path),
+              "--calibration", "real2d-val:4", "--name", "x"])
