@@ -6,7 +6,10 @@
         --json bench/results/vs_blazepose.json
 
 - ours: each `--torchscript NAME=PATH`, the exported artefact (uint8 (N, 3, 256, 256) in, every
-  output out, as the embedded backend runs it), under torch.inference_mode;
+  output out, as the embedded backend runs it), under torch.inference_mode; each `--onnx
+  NAME=PATH` (a model.onnx, float32 or int8) with every runtime of `--onnx-runtimes` (ONNX
+  Runtime, OpenVINO), loaded exactly as the embedded backend loads it
+  (`service.backends.runtimes`);
 - BlazePose full / heavy: the landmark networks (`pose_landmark_{full,heavy}.tflite`, the files
   `python -m training.blazepose fetch` pins) in the TFLite interpreter of ai-edge-litert with
   XNNPACK, MediaPipe's own CPU kernels, float32 NHWC 256x256 in;
@@ -68,10 +71,22 @@ def torch_runner(module: Callable, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
+def onnx_runner(runtime, images: np.ndarray) -> Callable[[], object]:
+    def run() -> object:
+        return runtime.run(images)
+    return run
+
+
 def bench(torchscripts: dict[str, Path], batch_sizes: list[int], threads: int, warmup: int,
-          iters: int, seed: int, converted: bool) -> list[dict[str, Any]]:
+          iters: int, seed: int, converted: bool, onnx: dict[str, Path] | None = None,
+          onnx_runtimes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    from posecontract.torchscript import load
+    from service.backends.runtimes import open_runtime
+
     g = torch.Generator().manual_seed(seed)
-    loaded = {name: torch.jit.load(str(path)).eval() for name, path in torchscripts.items()}
+    loaded = {name: load(path) for name, path in torchscripts.items()}
+    sessions = {f"{name} ({runtime})": open_runtime(runtime, path, "cpu", threads)
+                for name, path in (onnx or {}).items() for runtime in onnx_runtimes}
     conv = None
     if converted:
         conv = torch.jit.freeze(torch.jit.script(blazepose.load("full").eval()))
@@ -79,6 +94,7 @@ def bench(torchscripts: dict[str, Path], batch_sizes: list[int], threads: int, w
     for batch in batch_sizes:
         images = torch.randint(0, 256, (batch, *INPUT.dims), dtype=torch.uint8, generator=g)
         runners = {name: torch_runner(m, images) for name, m in loaded.items()}
+        runners |= {name: onnx_runner(rt, images.numpy()) for name, rt in sessions.items()}
         for model in ("full", "heavy"):
             runners[f"blazepose-{model} (tflite)"] = tflite_runner(model, batch, threads, seed)
         if conv is not None:
@@ -98,6 +114,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--torchscript", action="append", default=[], metavar="NAME=PATH",
                    help="an exported model.pt to time (repeatable)")
+    p.add_argument("--onnx", action="append", default=[], metavar="NAME=PATH",
+                   help="an exported model.onnx (float32 or int8) to time with each runtime of "
+                        "--onnx-runtimes (repeatable)")
+    p.add_argument("--onnx-runtimes", nargs="+", default=["onnxruntime", "openvino"],
+                   choices=["onnxruntime", "openvino"])
     p.add_argument("--converted", action="store_true",
                    help="also time BlazePose full converted to torch")
     add_common_args(p, warmup=3, warmup_help="untimed calls per model and batch size",
@@ -105,16 +126,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> None:
-    machine = apply_common_args(args)
-    torchscripts = {}
-    for item in args.torchscript:
+def _named_files(items: list[str], flag: str) -> dict[str, Path]:
+    named = {}
+    for item in items:
         name, sep, path = item.partition("=")
         if not sep or not Path(path).is_file():
-            raise SystemExit(f"--torchscript {item!r}: expected NAME=PATH of an existing file")
-        torchscripts[name] = Path(path)
+            raise SystemExit(f"{flag} {item!r}: expected NAME=PATH of an existing file")
+        named[name] = Path(path)
+    return named
+
+
+def main(args: argparse.Namespace) -> None:
+    machine = apply_common_args(args)
+    torchscripts, onnx = _named_files(args.torchscript, "--torchscript"), \
+        _named_files(args.onnx, "--onnx")
     rows = bench(torchscripts, args.batch_sizes, torch.get_num_threads(), args.warmup,
-                 args.iters, args.seed, args.converted)
+                 args.iters, args.seed, args.converted, onnx, tuple(args.onnx_runtimes))
     print(f"# Raw models on CPU: {describe_machine(machine)}")
     print(f"# warm-up {args.warmup}, timed {args.iters} alternating calls per model and batch\n")
     header = ["model", "batch", "median ms/batch", "p90 ms/batch", "images/s",

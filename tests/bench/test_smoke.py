@@ -70,7 +70,8 @@ def test_marginal_vs_volumetric_runs_and_reports_every_row(tmp_path, capsys):
     assert "| 1.0x |" in table  # the reference's ratio to itself
 
 
-def test_vs_blazepose_runs_and_reports_every_row(tmp_path, capsys):
+def test_vs_blazepose_runs_and_reports_every_row(tmp_path, capsys, model_repository):
+    from tests.conftest import MODEL_NAME
     from training import blazepose
 
     try:
@@ -83,14 +84,15 @@ def test_vs_blazepose_runs_and_reports_every_row(tmp_path, capsys):
     out = tmp_path / "vs.json"
     args = vs_blazepose.get_args_parser().parse_args([
         "--torchscript", "default=model_repository/margipose-lite/1/model.pt", "--converted",
+        "--onnx", f"tiny={model_repository / MODEL_NAME / '1' / 'model.onnx'}",
         "--batch-sizes", "1", "2", "--warmup", "1", "--iters", "2", "--json", str(out),
     ])
     vs_blazepose.main(args)
     rows = json.loads(out.read_text())["rows"]
-    models = ["default", "blazepose-full (tflite)", "blazepose-heavy (tflite)",
-              "blazepose-full (converted, torchscript)"]
+    models = ["default", "tiny (onnxruntime)", "tiny (openvino)", "blazepose-full (tflite)",
+              "blazepose-heavy (tflite)", "blazepose-full (converted, torchscript)"]
     assert [(r["model"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2) for m in models]
     for r in rows:
         assert _positive_finite(r["images_per_s"]) and r["p90_ms"] >= r["median_ms"]
-    assert all(r["vs_blazepose_full"] == 1.0 for r in rows if r["model"] == models[1])
+    assert all(r["vs_blazepose_full"] == 1.0 for r in rows if r["model"] == models[3])
     assert capsys.readouterr().out.count("| blazepose-heavy (tflite) |") == 2
