@@ -311,14 +311,57 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
                    help="also write model.onnx beside model.pt, checked with ONNX Runtime "
                         "(default: yes)")
+    p.add_argument("--onnx-beside", type=Path, metavar="MODEL_PT",
+                   help="only write model.onnx beside this already exported model.pt (with its "
+                        "card), from the --checkpoint it was exported from")
     p.add_argument("--card", type=Path, action="append", default=[], metavar="JSON",
                    help="a JSON object file merged into the model card (e.g. evaluation "
                         "results); repeatable")
     return p
 
 
+def onnx_beside(model: MargiPose, model_pt: Path) -> tuple[Path, OnnxParity]:
+    """Write model.onnx beside an already exported model.pt of the same weights.
+
+    The checkpoint must reproduce model.pt (within the float32 bound of the export's check); the
+    ONNX file takes model.pt's card and weight storage unchanged, and the repository gains the
+    `<name>-onnx` Triton config.
+    """
+    model = model.eval()
+    files = {CARD_FILE: ""}
+    shipped = load_torchscript(model_pt, "cpu", files)
+    card_json = files[CARD_FILE]
+    card_json = card_json.decode() if isinstance(card_json, bytes) else card_json
+    card = json.loads(card_json or "{}")
+    weights = card.get("weight_storage", {}).get("dtype", "float32")
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (2, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8,
+                           generator=g)
+    eager = _outputs(ServingModel(model).eval(), images)
+    moved = _max_diff(_outputs(shipped, images), eager)
+    if weights == "float16":
+        bound = FLOAT16_COORD_TOLERANCE
+    else:  # the bound export() held model.pt to, against the float64 model
+        exact = _outputs(ServingModel(copy.deepcopy(model).double()).eval(), images)
+        bound = 2 * max(ROUNDING_FACTOR * _max_diff(eager, exact), ROUNDING_FLOOR)
+    if not moved <= bound:
+        raise RuntimeError(f"{model_pt} is not this checkpoint's export: outputs differ by "
+                           f"{moved:.3g} (> {bound:.3g})")
+    path, parity = _export_onnx(model, model_pt.with_name("model.onnx"), weights, card_json)
+    write_onnx_model(model_pt.parents[2], model_pt.parents[1].name)
+    return path, parity
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
+    if args.onnx_beside is not None:
+        if args.checkpoint is None:
+            raise SystemExit("--onnx-beside needs the --checkpoint that model.pt was exported from")
+        path, o = onnx_beside(load_checkpoint(args.checkpoint)[0], args.onnx_beside)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) with {args.onnx_beside}'s "
+              f"card: ONNX Runtime {o.onnx_rounding:.3g} from the float64 model (eager float32 "
+              f"{o.eager_rounding:.3g}), {o.vs_torchscript:.3g} from model.pt")
+        return
     if args.checkpoint is not None:
         model, payload = load_checkpoint(args.checkpoint)
         # The card says what trained the weights: the run's arguments (data, schedule, seed).

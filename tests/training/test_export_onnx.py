@@ -131,3 +131,30 @@ def test_evaluators_load_onnx_like_torchscript(exports):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="ONNX models are evaluated with ONNX Runtime on the cpu"):
         load_exported(full.onnx_path, "cuda")
+
+
+def test_onnx_beside_adds_model_onnx_to_a_shipped_model_pt(tmp_path, capsys):
+    from training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = _tiny_model()
+    save_checkpoint(tmp_path / "ck.pt", model, step=3, args={"train": ["synthetic-train"]})
+    main(["--checkpoint", str(tmp_path / "ck.pt"), "--repository", str(tmp_path / "repo"),
+          "--no-onnx", "--version", "2"])
+    model_pt = tmp_path / "repo" / "tiny" / "2" / "model.pt"
+    before = model_pt.read_bytes()
+    main(["--checkpoint", str(tmp_path / "ck.pt"), "--onnx-beside", str(model_pt)])
+    assert f"{model_pt.with_name('model.onnx')}" in capsys.readouterr().out
+    assert model_pt.read_bytes() == before  # model.pt untouched
+    files = {CARD_FILE: ""}
+    torch.jit.load(str(model_pt), _extra_files=files)
+    meta = {p.key: p.value for p in onnx.load(str(model_pt.with_name("model.onnx"))).metadata_props}
+    assert meta[CARD_FILE] == files[CARD_FILE].decode()  # the same card, byte for byte
+    assert (tmp_path / "repo" / "tiny-onnx" / "config.pbtxt").is_file()
+    # Another checkpoint is not the one model.pt came from.
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "other.pt", _tiny_model(), step=1, args={})
+    with pytest.raises(RuntimeError, match="is not this checkpoint's export"):
+        main(["--checkpoint", str(tmp_path / "other.pt"), "--onnx-beside", str(model_pt)])
+    with pytest.raises(SystemExit, match="--onnx-beside needs the --checkpoint"):
+        main(["--variant", "margipose-lite", "--onnx-beside", str(model_pt)])
