@@ -32,16 +32,21 @@ test: install
 	$(BIN)/python -m pytest
 
 # Serve the embedded default model from model_repository/ (committed). Without a model.pt there
-# (e.g. another MODEL), serve an UNTRAINED export from build/ instead, and say so.
+# (e.g. another MODEL), serve an UNTRAINED export from build/ instead, and say so. On CPU, ONNX
+# Runtime runs the model 2.6-2.9x faster than torch here (BENCHMARKS.md, "Runtimes"):
+# RUNTIME=torch (or openvino) chooses another.
 MODEL ?= margipose-lite
+RUNTIME ?= onnxruntime
 serve: install
 	@if ls model_repository/$(MODEL)/*/model.pt >/dev/null 2>&1; then \
-	    $(BIN)/serve --model-name $(MODEL) --model-repository model_repository; \
+	    $(BIN)/serve --model-name $(MODEL) --model-repository model_repository \
+	        --runtime $(RUNTIME); \
 	else \
 	    echo "No trained $(MODEL) in model_repository/: serving an UNTRAINED export"; \
 	    [ -d build/model_repository/$(MODEL) ] || \
 	        $(BIN)/margipose-export --variant $(MODEL) --repository build/model_repository; \
-	    $(BIN)/serve --model-name $(MODEL) --model-repository build/model_repository; \
+	    $(BIN)/serve --model-name $(MODEL) --model-repository build/model_repository \
+	        --runtime $(RUNTIME); \
 	fi
 
 # gRPC stubs from proto/ into poseapi/grpc_gen/ (committed; a test fails if they drift). The

@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 def resolve_model_file(repository: Path, name: str, version: int | None,
                        file: str = "model.pt") -> tuple[Path, str]:
-    """Find `<repository>/<name>/<version>/<file>`; the highest version holding it when None."""
+    """`<repository>/<name>/<version>/<file>`; the highest version when None.
+
+    The version is chosen among those holding any exported file (model.pt, model.onnx), so a
+    runtime never falls back silently to an older version that happens to have its file.
+    """
     model_dir = repository / name
     if not model_dir.is_dir():
         raise BackendUnavailable(
@@ -33,14 +37,20 @@ def resolve_model_file(repository: Path, name: str, version: int | None,
             f"`margipose-export --variant margipose-lite --repository {repository}`"
         )
     versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()
-                      and (p / file).is_file())
+                      and any((p / f).is_file() for f in set(FILES.values())))
     if not versions:
-        raise BackendUnavailable(f"{model_dir} has no version folder with a {file}")
+        raise BackendUnavailable(f"{model_dir} has no version folder with an exported model "
+                                 f"({' or '.join(sorted(set(FILES.values())))})")
     chosen = versions[-1] if version is None else version
     if chosen not in versions:
-        raise BackendUnavailable(f"Version {chosen} of {name!r} with a {file} not found; "
-                                 f"have {versions}")
-    return model_dir / str(chosen) / file, str(chosen)
+        raise BackendUnavailable(f"Version {chosen} of {name!r} not found; have {versions}")
+    path = model_dir / str(chosen) / file
+    if not path.is_file():
+        runtimes = [r for r, f in FILES.items() if (model_dir / str(chosen) / f).is_file()]
+        raise BackendUnavailable(
+            f"Version {chosen} of {name!r} has no {file}; serve it with --runtime "
+            f"{' or '.join(runtimes)}, or write the file (`margipose-export --onnx-beside`)")
+    return path, str(chosen)
 
 
 class LocalBackend:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from posecontract.layout import INPUT, OUTPUTS
-from posecontract.triton import ServingOptions, render_config, render_cpu_twin_config
+from posecontract.triton import (
+    ServingOptions,
+    render_config,
+    render_cpu_twin_config,
+    render_onnx_config,
+)
 from service.cpus import cgroup_cpu_limit, spare_cpu_threads
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
@@ -23,16 +29,26 @@ def test_the_default_model_has_a_production_config():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.parent.name)
 def test_committed_config_is_rendered_from_the_contract(config):
     name = config.parent.name
+    onnx = name.endswith("-onnx")
     # Not hand-edited: byte for byte what `margipose-export` writes for this model.
-    assert config.read_text() == render_config(name, ServingOptions())
+    render = render_onnx_config if onnx else render_config
+    assert config.read_text() == render(name, ServingOptions())
     parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
-    assert parsed.name == name and parsed.platform == "pytorch_libtorch"
+    assert parsed.name == name
+    assert parsed.platform == ("onnxruntime_onnx" if onnx else "pytorch_libtorch")
+    if onnx:  # each version is the torch model's folder, linked: one model.onnx, stored once
+        torch_model = name.removesuffix("-onnx")
+        versions = sorted(p for p in config.parent.iterdir() if p.name.isdigit())
+        assert versions and all(
+            p.is_symlink() and os.readlink(p) == f"../{torch_model}/{p.name}"
+            and (p / "model.onnx").is_file() for p in versions)
     assert [i.name for i in parsed.input] == [INPUT.name]
     assert [o.name for o in parsed.output] == [s.name for s in OUTPUTS]
     assert parsed.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
 
 
-MODELS = sorted(REPOSITORY.glob("*/*/model.pt"))
+# Each model once: the `<name>-onnx` version folders are links to `<name>`'s.
+MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.pt") if not p.parent.is_symlink())
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: f"{p.parents[1].name}/{p.parent.name}")
@@ -59,6 +75,62 @@ def test_committed_model_honours_the_contract(path):
     assert [tuple(t.shape[1:]) for t in outputs] == [tuple(s.dims) for s in OUTPUTS]
     coords = outputs[0]
     assert torch.isfinite(coords).all() and coords.abs().max() <= 1
+
+
+ONNX_MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.onnx") if not p.parent.is_symlink())
+# Real person crops: the committed photos, each cut to a square around its middle.
+PHOTOS = sorted(Path(REPOSITORY.parent, "data", "photos").glob("*.jpg"))
+# Each runtime's float32 outputs lie within 10x eager float32's own error of the float64 model
+# (the export's rule; that error is 3.8e-6 for version 2), so two runtimes within twice that.
+RUNTIME_TOLERANCE = 1e-4
+
+
+def _photo_crops():
+    import numpy as np
+    from PIL import Image
+
+    crops = []
+    for path in PHOTOS:
+        image = Image.open(path).convert("RGB")
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        crop = image.crop((left, top, left + side, top + side)).resize((256, 256))
+        crops.append(np.asarray(crop).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(crops))
+
+
+def test_the_default_model_ships_as_onnx_too():
+    assert REPOSITORY / "margipose-lite-onnx" / "config.pbtxt" in CONFIGS
+    latest = max((p for p in MODELS if p.parents[1].name == "margipose-lite"),
+                 key=lambda p: int(p.parent.name))
+    assert latest.with_name("model.onnx") in ONNX_MODELS
+
+
+@pytest.mark.parametrize("path", ONNX_MODELS,
+                         ids=lambda p: f"{p.parents[1].name}/{p.parent.name}")
+def test_committed_onnx_computes_what_its_model_pt_computes(path):
+    """On real crops, ONNX Runtime on model.onnx = torch on model.pt; one card for both."""
+    import json
+
+    import numpy as np
+    import onnx
+    import torch
+
+    from posecontract import torchscript
+    from training.export_onnx import run_session, session
+
+    assert len(PHOTOS) >= 5
+    files = {"model.json": ""}
+    scripted = torchscript.load(path.with_name("model.pt"), "cpu", files)
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert json.loads(meta["model.json"]) == json.loads(files["model.json"])
+    assert path.stat().st_size <= 25 * 2**20
+    images = _photo_crops()
+    with torch.inference_mode():
+        want = [t.numpy() for t in scripted(torch.from_numpy(images))]
+    got = run_session(session(path, threads=2), images)
+    for spec, g, w in zip(OUTPUTS, got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=0, atol=RUNTIME_TOLERANCE, err_msg=spec.key)
 
 
 @pytest.mark.parametrize("render", [render_config, render_cpu_twin_config])

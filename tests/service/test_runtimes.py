@@ -116,7 +116,22 @@ def test_a_runtime_without_its_file_names_the_file(model_repository, tmp_path):
     shutil.copytree(model_repository, repo)
     (repo / MODEL_NAME / "1" / "model.onnx").unlink()
     backend = LocalBackend(repo, MODEL_NAME, runtime="onnxruntime")
-    with pytest.raises(BackendUnavailable, match="has no version folder with a model.onnx"):
+    with pytest.raises(BackendUnavailable, match=f"Version 1 of '{MODEL_NAME}' has no model.onnx; "
+                       "serve it with --runtime torch"):
+        run(backend.start())
+    run(backend.stop())
+    # A newer version without model.onnx is not skipped for an older one that has it.
+    shutil.copytree(model_repository / MODEL_NAME / "1", repo / MODEL_NAME / "2")
+    (repo / MODEL_NAME / "1" / "model.pt").unlink()
+    shutil.copyfile(model_repository / MODEL_NAME / "1" / "model.onnx",
+                    repo / MODEL_NAME / "1" / "model.onnx")
+    (repo / MODEL_NAME / "2" / "model.onnx").unlink()
+    backend = LocalBackend(repo, MODEL_NAME, runtime="onnxruntime")
+    with pytest.raises(BackendUnavailable, match="Version 2 .* has no model.onnx"):
+        run(backend.start())
+    run(backend.stop())
+    backend = LocalBackend(repo, MODEL_NAME, version=3)
+    with pytest.raises(BackendUnavailable, match=r"Version 3 of .* not found; have \[1, 2\]"):
         run(backend.start())
     run(backend.stop())
 
