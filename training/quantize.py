@@ -66,9 +66,10 @@ def calibration_crops(source, count: int) -> np.ndarray:
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader over crops, in batches."""
+    """ONNX Runtime's CalibrationDataReader over crops, one at a time (the histogram
+    calibrators stack what they collect, so every batch must have the same size)."""
 
-    def __init__(self, crops: np.ndarray, batch: int = 8):
+    def __init__(self, crops: np.ndarray, batch: int = 1):
         self._batches: Iterator[np.ndarray] = iter(
             [crops[i:i + batch] for i in range(0, len(crops), batch)])
 
@@ -125,7 +126,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> None:
+    quantize_command(argv)
+
+
+def quantize_command(argv: list[str] | None = None) -> Path:
+    """margipose-quantize; answers the written model.onnx."""
     from training.evaluate import open_registered
 
     args = get_args_parser().parse_args(argv)

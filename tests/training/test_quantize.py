@@ -12,7 +12,7 @@ from tests.training.test_data_real2d import write_fixture
 from tests.training.test_export import _tiny_model
 from training.export import CARD_FILE, export
 from training.export_onnx import restore_float32, run_session, session
-from training.quantize import QUANTIZED_OPS, main, parse_calibration
+from training.quantize import QUANTIZED_OPS, parse_calibration, quantize_command
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_quantize_command_writes_an_int8_model_of_its_own(exported, tmp_path, ca
     full, half = exported
     write_fixture(tmp_path / "data" / "real2d")
     repo = tmp_path / "repo"
-    out = main(["--model", str(half.onnx_path), "--data-root", str(tmp_path / "data"),
+    out = quantize_command(["--model", str(half.onnx_path), "--data-root", str(tmp_path / "data"),
                 "--calibration", "real2d-train:4", "--repository", str(repo),
                 "--name", "tiny-int8", "--version", "2"])
     assert out == repo / "tiny-int8" / "2" / "model.onnx"
@@ -89,5 +89,5 @@ def test_quantize_command_writes_an_int8_model_of_its_own(exported, tmp_path, ca
 def test_quantize_refuses_held_out_calibration(exported, tmp_path):
     full, _ = exported
     with pytest.raises(ValueError, match="real2d-val.*is a held-out split"):
-        main(["--model", str(full.onnx_path), "--data-root", str(tmp_path),
+        quantize_command(["--model", str(full.onnx_path), "--data-root", str(tmp_path),
               "--calibration", "real2d-val:4", "--name", "x"])
