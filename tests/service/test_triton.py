@@ -220,26 +220,38 @@ def test_predictions_equal_the_embedded_backend(triton, model_repository):
     run(compare())
 
 
-def test_float16_weights_serve_alike_embedded_and_in_triton(triton, float16_repository):
-    """Both load paths fold the float16 weights' casts and compute the same float32 function."""
-    async def compare() -> None:
-        local = LocalBackend(float16_repository, MODEL_NAME, threads=1)
-        remote = TritonBackend(triton.grpc_url, FLOAT16_MODEL)
+def _embedded_and_triton(local: LocalBackend, triton: TritonServer, model: str, seed: int,
+                         check=None) -> tuple[dict, dict]:
+    """The same random crops through `local` and through Triton's `model`: (want, got).
+
+    `check(local)` runs once the embedded backend has loaded its model."""
+    async def both() -> tuple[dict, dict]:
+        remote = TritonBackend(triton.grpc_url, model)
         await local.start()
         await remote.start()
         try:
-            assert local.info().card["weight_storage"]["dtype"] == "float16"
-            assert float16_constants(local._model.module) == 0  # cast to float32 once, at load
-            images = np.random.default_rng(1).integers(0, 256, (3, *INPUT.dims), np.uint8)
-            want, got = await local.infer(images), await remote.infer(images)
-            for spec in OUTPUTS:
-                np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
-                                           atol=OUTPUT_TOLERANCE, err_msg=spec.key)
+            if check is not None:
+                check(local)
+            images = np.random.default_rng(seed).integers(0, 256, (3, *INPUT.dims), np.uint8)
+            return await local.infer(images), await remote.infer(images)
         finally:
             await remote.stop()
             await local.stop()
 
-    run(compare())
+    return run(both())
+
+
+def test_float16_weights_serve_alike_embedded_and_in_triton(triton, float16_repository):
+    """Both load paths fold the float16 weights' casts and compute the same float32 function."""
+    def loaded_as_float32(local: LocalBackend) -> None:
+        assert local.info().card["weight_storage"]["dtype"] == "float16"
+        assert float16_constants(local._model.module) == 0  # cast to float32 once, at load
+
+    want, got = _embedded_and_triton(LocalBackend(float16_repository, MODEL_NAME, threads=1),
+                                     triton, FLOAT16_MODEL, 1, loaded_as_float32)
+    for spec in OUTPUTS:
+        np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
+                                   atol=OUTPUT_TOLERANCE, err_msg=spec.key)
 
 
 def test_onnx_config_matches_the_production_config(model_repository, tmp_path):
@@ -281,24 +293,13 @@ def test_onnx_config_matches_the_production_config(model_repository, tmp_path):
 
 
 def test_onnx_twin_serves_what_the_embedded_backend_computes(triton, model_repository):
-    async def compare() -> None:
-        local = LocalBackend(model_repository, MODEL_NAME, threads=1)
-        remote = TritonBackend(triton.grpc_url, ONNX_TWIN)
-        await local.start()
-        await remote.start()
-        try:
-            images = np.random.default_rng(2).integers(0, 256, (3, *INPUT.dims), np.uint8)
-            want, got = await local.infer(images), await remote.infer(images)
-            for spec in OUTPUTS:
-                # Two runtimes (torch, ONNX Runtime): each within the export's bound of the
-                # float64 model, so within twice that of each other (test_runtimes.py).
-                np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
-                                           atol=RUNTIME_TOLERANCE, err_msg=spec.key)
-        finally:
-            await remote.stop()
-            await local.stop()
-
-    run(compare())
+    want, got = _embedded_and_triton(LocalBackend(model_repository, MODEL_NAME, threads=1),
+                                     triton, ONNX_TWIN, 2)
+    for spec in OUTPUTS:
+        # Two runtimes (torch, ONNX Runtime): each within the export's bound of the float64
+        # model, so within twice that of each other (test_runtimes.py).
+        np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
+                                   atol=RUNTIME_TOLERANCE, err_msg=spec.key)
     log = triton.log_path.read_text(errors="replace")
     assert f'"{ONNX_TWIN}: onnxruntime intra-op threads 1"' in log
 

@@ -15,7 +15,6 @@ from training.export import (
     FLOAT16_COORD_TOLERANCE,
     ROUNDING_FACTOR,
     ROUNDING_FLOOR,
-    export,
     main,
 )
 from training.export_onnx import OnnxParity, run_session, session
@@ -27,17 +26,8 @@ def _dims(value) -> list:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    root = tmp_path_factory.mktemp("onnx")
-    torch.manual_seed(0)
-    model = _tiny_model()
-    return (export(model, root, "tiny", version=1, onnx=True),
-            export(model, root, "tiny", version=2, onnx=True, weights="float16"))
-
-
-def test_onnx_file_declares_the_contract_with_a_dynamic_batch(exports):
-    full, _ = exports
+def test_onnx_file_declares_the_contract_with_a_dynamic_batch(tiny_onnx_exports):
+    full, _ = tiny_onnx_exports
     assert full.onnx_path == full.model_path.with_name("model.onnx")
     model = onnx.load(str(full.onnx_path))
     onnx.checker.check_model(model, full_check=True)
@@ -55,8 +45,8 @@ def test_onnx_file_declares_the_contract_with_a_dynamic_batch(exports):
     assert json.loads(meta[CARD_FILE]) == json.loads(files[CARD_FILE])
 
 
-def test_onnx_runtime_computes_the_model_at_any_batch(exports):
-    full, _ = exports
+def test_onnx_runtime_computes_the_model_at_any_batch(tiny_onnx_exports):
+    full, _ = tiny_onnx_exports
     p = full.onnx_parity
     assert p.problem(ROUNDING_FACTOR, ROUNDING_FLOOR) is None
     assert 0 < p.eager_rounding and p.onnx_rounding <= max(ROUNDING_FACTOR * p.eager_rounding,
@@ -80,8 +70,8 @@ def test_onnx_runtime_computes_the_model_at_any_batch(exports):
         np.testing.assert_allclose(a[0], b[3], rtol=0, atol=1e-5)
 
 
-def test_float16_onnx_holds_half_weights_and_matches_float16_torchscript(exports):
-    full, half = exports
+def test_float16_onnx_holds_half_weights_and_matches_float16_torchscript(tiny_onnx_exports):
+    full, half = tiny_onnx_exports
     ratio = half.onnx_path.stat().st_size / full.onnx_path.stat().st_size
     assert 0.45 < ratio < 0.65
     model = onnx.load(str(half.onnx_path))
@@ -113,12 +103,12 @@ def test_export_command_writes_onnx_by_default_and_not_with_no_onnx(tmp_path, ca
     assert (tmp_path / "b" / "margipose-lite" / "1" / "model.pt").is_file()
 
 
-def test_evaluators_load_onnx_like_torchscript(exports):
+def test_evaluators_load_onnx_like_torchscript(tiny_onnx_exports):
     """margipose-eval and peers.compare_real2d take model.onnx where they take model.pt."""
     from peers.common import load_ours
     from training.export_onnx import load_exported
 
-    full, _ = exports
+    full, _ = tiny_onnx_exports
     images = torch.from_numpy(
         np.random.default_rng(6).integers(0, 256, (2, *INPUT.dims), np.uint8))
     module, label = load_ours(full.onnx_path)

@@ -5,23 +5,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from posecontract.layout import INPUT, OUTPUTS
 from tests.training.test_data_real2d import write_fixture
-from tests.training.test_export import _tiny_model
-from training.export import CARD_FILE, export
+from training.export import CARD_FILE
 from training.export_onnx import restore_float32, run_session, session
 from training.quantize import QUANTIZED_OPS, parse_calibration, quantize_command
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("q")
-    torch.manual_seed(0)
-    model = _tiny_model()
-    return (export(model, root, "tiny", version=1, onnx=True),
-            export(model, root, "tiny", version=2, onnx=True, weights="float16"))
 
 
 def test_calibration_sources_are_training_splits_only():
@@ -35,8 +24,8 @@ def test_calibration_sources_are_training_splits_only():
             parse_calibration([bad])
 
 
-def test_restore_float32_undoes_float16_storage(exported):
-    full, half = exported
+def test_restore_float32_undoes_float16_storage(tiny_onnx_exports):
+    full, half = tiny_onnx_exports
     restored = restore_float32(onnx.load(str(half.onnx_path)))
     assert not [i for i in restored.graph.initializer
                 if i.data_type == onnx.TensorProto.FLOAT16]
@@ -53,8 +42,8 @@ def test_restore_float32_undoes_float16_storage(exported):
     assert restore_float32(plain).SerializeToString() == plain.SerializeToString()
 
 
-def test_quantize_command_writes_an_int8_model_of_its_own(exported, tmp_path, capsys):
-    full, half = exported
+def test_quantize_command_writes_an_int8_model_of_its_own(tiny_onnx_exports, tmp_path, capsys):
+    full, half = tiny_onnx_exports
     write_fixture(tmp_path / "data" / "real2d")
     repo = tmp_path / "repo"
     out = quantize_command(["--model", str(half.onnx_path), "--data-root", str(tmp_path / "data"),
@@ -86,8 +75,8 @@ def test_quantize_command_writes_an_int8_model_of_its_own(exported, tmp_path, ca
     assert (repo / "tiny-int8" / "config.pbtxt").read_text().count('name: "tiny-int8"') == 1
 
 
-def test_quantize_refuses_held_out_calibration(exported, tmp_path):
-    full, _ = exported
+def test_quantize_refuses_held_out_calibration(tiny_onnx_exports, tmp_path):
+    full, _ = tiny_onnx_exports
     with pytest.raises(ValueError, match="real2d-val.*is a held-out split"):
         quantize_command(["--model", str(full.onnx_path), "--data-root", str(tmp_path),
               "--calibration", "real2d-val:4", "--name", "x"])
