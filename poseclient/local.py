@@ -21,11 +21,19 @@ T = TypeVar("T")
 DEFAULT_MODEL = "margipose-lite"
 
 
+def _own_versions(model_dir: Path) -> bool:
+    """A model of its own: some version folder is not a link (`<name>-onnx` serves `<name>`'s
+    folders through links: the same model, another Triton deployment)."""
+    return any(v.name.isdigit() and v.is_dir() and not v.is_symlink()
+               for v in model_dir.iterdir())
+
+
 def pick_model(repository: Path) -> str:
     """The repository's only model, else margipose-lite if present; BadInput lists them."""
     if not repository.is_dir():
         raise BadInput(f"Model repository {repository} is not a folder")
-    names = sorted(d.name for d in repository.iterdir() if (d / "config.pbtxt").is_file())
+    names = sorted(d.name for d in repository.iterdir()
+                   if (d / "config.pbtxt").is_file() and _own_versions(d))
     if len(names) == 1:
         return names[0]
     if DEFAULT_MODEL in names:

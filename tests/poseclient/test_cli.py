@@ -228,3 +228,19 @@ def test_python_dash_m_runs_the_same_command_line(server):
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["name"] == MODEL_NAME
+
+
+def test_local_picks_the_only_model_not_its_onnx_deployment(model_repository, tmp_path):
+    """`<name>-onnx` serves `<name>`'s folders through links: not a second model to choose."""
+    from poseclient.errors import BadInput
+    from poseclient.local import pick_model
+    from tests.conftest import MODEL_NAME
+
+    assert (model_repository / f"{MODEL_NAME}-onnx" / "1").is_symlink()
+    assert pick_model(model_repository) == MODEL_NAME
+    other = tmp_path / "repo"
+    for name in ("a", "b"):
+        (other / name / "1").mkdir(parents=True)
+        (other / name / "config.pbtxt").write_text("")
+    with pytest.raises(BadInput, match="it holds a, b"):
+        pick_model(other)
