@@ -17,6 +17,7 @@ from posecontract.triton import (
     render_onnx_config,
 )
 from service.cpus import cgroup_cpu_limit, spare_cpu_threads
+from tests.service.test_runtimes import RUNTIME_TOLERANCE
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt"))
@@ -80,9 +81,8 @@ def test_committed_model_honours_the_contract(path):
 ONNX_MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.onnx") if not p.parent.is_symlink())
 # Real person crops: the committed photos, each cut to a square around its middle.
 PHOTOS = sorted(Path(REPOSITORY.parent, "data", "photos").glob("*.jpg"))
-# Each runtime's float32 outputs lie within 10x eager float32's own error of the float64 model
-# (the export's rule; that error is 3.8e-6 for version 2), so two runtimes within twice that.
-RUNTIME_TOLERANCE = 1e-4
+# Two float32 runtimes, each within the export's bound of the float64 model (eager float32's own
+# error is 3.8e-6 for version 2): tests/service/test_runtimes.py's tolerance.
 
 
 def _photo_crops():
