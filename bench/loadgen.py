@@ -181,6 +181,7 @@ class LevelResult:
             self.duration_s,
         }
         lat = np.asarray(self.latencies_s) * 1000
+        row["mean_ms"] = float(lat.mean()) if lat.size else math.nan
         for q in PERCENTILES:
             row[f"p{q}_ms"] = float(np.percentile(lat, q)) if lat.size else math.nan
         row.update(self.server)
@@ -257,6 +258,14 @@ def _total(samples: dict, name: str, **labels: str) -> float:
                if n in (name, name + "_total") and set(labels.items()) <= set(ls))
 
 
+def _predict_total(samples: dict, suffix: str) -> float:
+    """The gateway's request-duration `suffix` (_sum or _count) over its predict routes (REST
+    /v1/predict, gRPC Predict), whatever the transport: not health checks or scrapes."""
+    name = "margipose_request_duration_seconds" + suffix
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and "predict" in dict(ls).get("route", "").lower())
+
+
 def server_split(before: dict, after: dict) -> dict[str, float]:
     """Per-level server figures from two scrapes (gateway and/or Triton samples merged)."""
     def delta(name: str, **labels: str) -> float:
@@ -272,10 +281,16 @@ def server_split(before: dict, after: dict) -> dict[str, float]:
                                                    stage="queue_wait") / waits
         out["gw_inference_ms_per_batch"] = 1000 * delta(
             "margipose_stage_duration_seconds_sum", stage="inference") / batches
-        decodes = delta("margipose_stage_duration_seconds_count", stage="decode")
-        if decodes > 0:
-            out["gw_decode_ms"] = 1000 * delta("margipose_stage_duration_seconds_sum",
-                                               stage="decode") / decodes
+        # Per request (decode, postprocess, request) or per crop (crop: one per person here).
+        for stage in ("decode", "crop", "postprocess"):
+            n = delta("margipose_stage_duration_seconds_count", stage=stage)
+            if n > 0:
+                out[f"gw_{stage}_ms"] = 1000 * delta("margipose_stage_duration_seconds_sum",
+                                                     stage=stage) / n
+        requests = _predict_total(after, "_count") - _predict_total(before, "_count")
+        if requests > 0:
+            out["gw_request_ms"] = 1000 * (_predict_total(after, "_sum")
+                                           - _predict_total(before, "_sum")) / requests
     executions = delta("nv_inference_exec_count")
     if executions > 0:
         requests = delta("nv_inference_request_success")

@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("raw", "naive", "gateway-local-rest", "gateway-local-grpc", "triton-direct",
            "gateway-triton-rest", "blazepose")
 TICKS = os.sysconf("SC_CLK_TCK")
+RUNTIME_NAMES = {"torch": "TorchScript", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 def process_cpu_s(pid: int) -> float:
@@ -111,28 +112,31 @@ class Spawned:
         self._log.close()
 
 
-def raw_model(model_path: Path, batch_sizes: Sequence[int], seconds: float, threads: int
-              ) -> list[dict[str, Any]]:
-    """In-process TorchScript throughput and CPU time per image at each batch size."""
-    torch.set_num_threads(threads)
-    model = torch.jit.load(str(model_path)).eval()
+def raw_model(model_path: Path, batch_sizes: Sequence[int], seconds: float, threads: int,
+              runtime: str = "torch") -> list[dict[str, Any]]:
+    """In-process throughput and CPU time per image at each batch size, the model run by the
+    embedded backend's own runtime object (`service.backends.runtimes`), as the gateway runs it."""
+    from service.backends.runtimes import open_runtime
+
+    if runtime == "torch":
+        torch.set_num_threads(threads)
+    model = open_runtime(runtime, model_path, "cpu", threads)
     rows = []
     rng = np.random.default_rng(0)
-    with torch.inference_mode():
-        for batch in batch_sizes:
-            images = torch.from_numpy(rng.integers(0, 256, (batch, *INPUT.dims), np.uint8))
-            for _ in range(2):
-                model(images)
-            times, cpu0, began = [], time.process_time(), time.perf_counter()
-            while time.perf_counter() - began < seconds or len(times) < 3:
-                t0 = time.perf_counter()
-                model(images)
-                times.append(time.perf_counter() - t0)
-            cpu = time.process_time() - cpu0
-            median = float(np.median(times))
-            rows.append({"target": "raw", "batch": batch, "median_ms": median * 1000,
-                         "images_per_s": batch / median,
-                         "cpu_ms_per_image": 1000 * cpu / (batch * len(times))})
+    for batch in batch_sizes:
+        images = rng.integers(0, 256, (batch, *INPUT.dims), np.uint8)
+        for _ in range(2):
+            model.run(images)
+        times, cpu0, began = [], time.process_time(), time.perf_counter()
+        while time.perf_counter() - began < seconds or len(times) < 3:
+            t0 = time.perf_counter()
+            model.run(images)
+            times.append(time.perf_counter() - t0)
+        cpu = time.process_time() - cpu0
+        median = float(np.median(times))
+        rows.append({"target": "raw", "runtime": runtime, "batch": batch,
+                     "median_ms": median * 1000, "images_per_s": batch / median,
+                     "cpu_ms_per_image": 1000 * cpu / (batch * len(times))})
     return rows
 
 
@@ -196,26 +200,35 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     from deploy.stack import default_model_repository
     from posecontract.triton import ServingOptions, write_cpu_twin
 
+    from service.backends.local import resolve_model_file
+    from service.backends.runtimes import FILES
+
     repository = args.model_repository or default_model_repository(args.model_name)
-    model_path = max((repository / args.model_name).glob("*/model.pt"))
+    model_path, _ = resolve_model_file(repository, args.model_name, None, "model.pt")
+    runtime_files = {rt: resolve_model_file(repository, args.model_name, None, FILES[rt])[0]
+                     for rt in args.runtimes}
     payloads = loadgen.load_payloads(args.images)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     result: dict[str, Any] = {"machine": machine_info(), "model": str(model_path),
+                              "runtimes": {rt: str(f) for rt, f in runtime_files.items()},
                               "images": [p.name for p in payloads], "rows": [], "raw": [],
                               "skipped": {}, "settings": {
                                   "concurrency": args.concurrency, "duration_s": args.duration,
                                   "persons_per_request": 1}}
     rows = result["rows"]
 
-    def tag(target: str, new_rows: list[dict[str, Any]]) -> None:
+    def tag(target: str, new_rows: list[dict[str, Any]], runtime: str | None = None) -> None:
         for r in new_rows:
             r["target"] = target
+            if runtime is not None:
+                r["runtime"] = runtime
         rows.extend(new_rows)
         print(loadgen.table(new_rows), flush=True)
 
     if "raw" in args.targets:
-        result["raw"] = raw_model(model_path, args.raw_batch_sizes, args.raw_seconds,
-                                  args.threads)
+        for runtime, path in runtime_files.items():
+            result["raw"] += raw_model(path, args.raw_batch_sizes, args.raw_seconds,
+                                       args.threads, runtime)
     if "naive" in args.targets:
         port = free_port()
         with Spawned([sys.executable, "-m", "bench.naive_server", "--model", str(model_path),
@@ -223,19 +236,20 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                      f"http://127.0.0.1:{port}/docs", workdir, "naive") as naive:
             tag("naive", run_rest(f"http://127.0.0.1:{port}", payloads, args,
                                   pid=naive.process.pid))
-    if {"gateway-local-rest", "gateway-local-grpc"} & set(args.targets):
+    for runtime in args.runtimes if {"gateway-local-rest", "gateway-local-grpc"} & set(
+            args.targets) else ():
         port, grpc_port = free_port(), free_port()
         command = gateway_command(repository, args.model_name, port, grpc_port,
-                                  ["--torch-threads", str(args.threads)])
+                                  ["--torch-threads", str(args.threads), "--runtime", runtime])
         with Spawned(command, f"http://127.0.0.1:{port}/health/ready", workdir,
-                     "gateway-local") as gw:
+                     f"gateway-local-{runtime}") as gw:
             metrics = [f"http://127.0.0.1:{port}/metrics"]
             if "gateway-local-rest" in args.targets:
                 tag("gateway-local-rest", run_rest(f"http://127.0.0.1:{port}", payloads, args,
-                                                   metrics, gw.process.pid))
+                                                   metrics, gw.process.pid), runtime)
             if "gateway-local-grpc" in args.targets:
                 tag("gateway-local-grpc", run_grpc(f"127.0.0.1:{grpc_port}", payloads, args,
-                                                   metrics, gw.process.pid))
+                                                   metrics, gw.process.pid), runtime)
     if {"triton-direct", "gateway-triton-rest"} & set(args.targets):
         reason = missing_reason()
         if reason is not None:
@@ -295,17 +309,47 @@ def run_blazepose(seconds: float, workdir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _key(row: dict[str, Any]) -> str:
+    """A target's name in the derived figures: `target` or `target[runtime]`."""
+    return f"{row['target']}[{row['runtime']}]" if row.get("runtime") else row["target"]
+
+
+STAGES = ("decode", "crop", "queue_wait", "inference", "postprocess")
+
+
+def stage_breakdown(row: dict[str, Any]) -> dict[str, float] | None:
+    """Where one request's time goes at a level, in ms per request, from the gateway's own
+    histograms: its stages, the rest of its handling (`gateway_other`: routing, parsing, result
+    encoding, event loop), and what lies outside the gateway's clock (`outside_gateway`: the
+    client's mean latency minus the gateway's, i.e. transport and the load generator).
+    Inference is the batch's time shared by its crops."""
+    if "gw_request_ms" not in row or "gw_avg_batch" not in row:
+        return None
+    out = {"decode": row.get("gw_decode_ms", 0.0), "crop": row.get("gw_crop_ms", 0.0),
+           "queue_wait": row.get("gw_queue_wait_ms", 0.0),
+           "inference": row["gw_inference_ms_per_batch"],
+           "postprocess": row.get("gw_postprocess_ms", 0.0)}
+    out["gateway_other"] = row["gw_request_ms"] - sum(out.values())
+    out["outside_gateway"] = row["mean_ms"] - row["gw_request_ms"]
+    out["client_mean"] = row["mean_ms"]
+    return out
+
+
 def derive(result: dict[str, Any]) -> dict[str, Any]:
-    """Efficiency against the raw model, overhead at c=1, CPU outside inference."""
-    raw = result["raw"]
-    best_raw = max((r["images_per_s"] for r in raw), default=None)
-    raw_b1 = next((r for r in raw if r["batch"] == 1), None)
+    """Efficiency against the raw model run by the same runtime, overhead at c=1, CPU outside
+    inference, and the per-stage breakdown of a request at c=1."""
+    raw_by_runtime: dict[str, list[dict[str, Any]]] = {}
+    for r in result["raw"]:
+        raw_by_runtime.setdefault(r.get("runtime", "torch"), []).append(r)
     by_target: dict[str, list[dict[str, Any]]] = {}
     for r in result["rows"]:
-        by_target.setdefault(r["target"], []).append(r)
+        by_target.setdefault(_key(r), []).append(r)
     c1 = {t: next((r for r in rs if r["level"] == 1), None) for t, rs in by_target.items()}
     derived: dict[str, Any] = {}
     for target, rs in by_target.items():
+        raw = raw_by_runtime.get(rs[0].get("runtime", "torch"), [])
+        best_raw = max((r["images_per_s"] for r in raw), default=None)
+        raw_b1 = next((r for r in raw if r["batch"] == 1), None)
         d: dict[str, Any] = {"best_images_per_s": max(r["images_per_s"] for r in rs)}
         if best_raw:
             d["efficiency_vs_raw"] = d["best_images_per_s"] / best_raw
@@ -315,6 +359,9 @@ def derive(result: dict[str, Any]) -> dict[str, Any]:
                 d["overhead_ms_c1"] = c1[target]["p50_ms"] - direct["p50_ms"]
             elif raw_b1 is not None and "triton" not in target:
                 d["overhead_ms_c1"] = c1[target]["p50_ms"] - raw_b1["median_ms"]
+            stages = stage_breakdown(c1[target])
+            if stages is not None:
+                d["stages_ms_c1"] = stages
         cpu = [r["server_cpu_ms_per_request"] for r in rs if "server_cpu_ms_per_request" in r]
         if cpu:
             d["server_cpu_ms_per_request"] = float(np.median(cpu))
@@ -323,6 +370,7 @@ def derive(result: dict[str, Any]) -> dict[str, Any]:
                 inside = raw_b1["cpu_ms_per_image"] if raw_b1 and "triton" not in target else 0
                 d["cpu_ms_outside_inference"] = d["server_cpu_ms_per_request"] - inside
         derived[target] = d
+    best_raw = max((r["images_per_s"] for r in result["raw"]), default=None)
     for r in result.get("blazepose", []):
         d = derived.setdefault(r["model"], {"best_images_per_s": 0.0})
         d["best_images_per_s"] = max(d["best_images_per_s"], r["images_per_s"])
@@ -337,11 +385,12 @@ def report(result: dict[str, Any]) -> str:
     if result["raw"]:
         lines += ["", markdown_table(
             ["raw model", "batch", "ms/batch", "img/s", "CPU ms/img"],
-            [["TorchScript", str(r["batch"]), f"{r['median_ms']:.1f}",
+            [[RUNTIME_NAMES.get(r.get("runtime", "torch"), r.get("runtime")), str(r["batch"]),
+              f"{r['median_ms']:.1f}",
               f"{r['images_per_s']:.1f}", f"{r['cpu_ms_per_image']:.1f}"]
              for r in result["raw"]])]
     if result["rows"]:
-        lines += ["", loadgen.table(result["rows"])]
+        lines += ["", loadgen.table([{**r, "target": _key(r)} for r in result["rows"]])]
     if result.get("blazepose"):
         lines += ["", markdown_table(
             ["peer (in-process, 256x256 crops)", "processes", "img/s", "CPU ms/img"],
@@ -360,6 +409,13 @@ def report(result: dict[str, Any]) -> str:
         lines += ["", markdown_table(
             ["target", "best img/s", "vs raw", "overhead c=1 ms", "server CPU ms/req",
              "CPU ms/req outside inference"], rows)]
+    staged = [(t, d["stages_ms_c1"]) for t, d in result["derived"].items()
+              if "stages_ms_c1" in d]
+    if staged:
+        names = (*STAGES, "gateway_other", "outside_gateway", "client_mean")
+        lines += ["", markdown_table(
+            ["target, c=1, ms per request", *names],
+            [[t, *(f"{st[n]:.1f}" for n in names)] for t, st in staged])]
     for target, why in result["skipped"].items():
         lines.append(f"\nskipped {target}: {why}")
     return "\n".join(lines)
@@ -376,7 +432,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds at c=1 before the levels")
     p.add_argument("--raw-batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--raw-seconds", type=float, default=5.0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads of every server")
+    p.add_argument("--threads", type=int, default=2,
+                   help="intra-op threads of every server's runtime")
+    p.add_argument("--runtimes", nargs="+", choices=sorted(RUNTIME_NAMES), default=["torch"],
+                   help="runtimes of the raw model and the embedded gateway, each measured")
     p.add_argument("--json", type=Path)
     return p
 

@@ -33,6 +33,16 @@ def test_server_split_reads_the_difference_of_two_scrapes():
         sample("nv_inference_request_success", 5),
         sample("nv_inference_queue_duration_us", 1000),
         sample("nv_inference_compute_infer_duration_us", 50_000),
+        sample("margipose_stage_duration_seconds_count", 10, stage="crop"),
+        sample("margipose_stage_duration_seconds_sum", 0.05, stage="crop"),
+        sample("margipose_request_duration_seconds_count", 10, route="/v1/predict",
+               transport="rest"),
+        sample("margipose_request_duration_seconds_sum", 0.9, route="/v1/predict",
+               transport="rest"),
+        sample("margipose_request_duration_seconds_count", 3, route="/health/ready",
+               transport="rest"),
+        sample("margipose_request_duration_seconds_sum", 0.01, route="/health/ready",
+               transport="rest"),
     ])
     after = dict([
         sample("margipose_batch_size_count", 14), sample("margipose_batch_size_sum", 32),
@@ -43,11 +53,29 @@ def test_server_split_reads_the_difference_of_two_scrapes():
         sample("nv_inference_request_success", 17),
         sample("nv_inference_queue_duration_us", 7000),
         sample("nv_inference_compute_infer_duration_us", 170_000),
+        sample("margipose_stage_duration_seconds_count", 22, stage="crop"),
+        sample("margipose_stage_duration_seconds_sum", 0.11, stage="crop"),
+        sample("margipose_request_duration_seconds_count", 16, route="/v1/predict",
+               transport="rest"),
+        sample("margipose_request_duration_seconds_sum", 1.5, route="/v1/predict",
+               transport="rest"),
+        sample("margipose_request_duration_seconds_count", 5, route="/pose.v1.Pose/Predict",
+               transport="grpc"),
+        sample("margipose_request_duration_seconds_sum", 0.5, route="/pose.v1.Pose/Predict",
+               transport="grpc"),
+        sample("margipose_request_duration_seconds_count", 9, route="/health/ready",
+               transport="rest"),
+        sample("margipose_request_duration_seconds_sum", 5.0, route="/health/ready",
+               transport="rest"),
     ])
     split = loadgen.server_split(before, after)
     assert split["gw_avg_batch"] == pytest.approx(12 / 4)
     assert split["gw_queue_wait_ms"] == pytest.approx(1000 * 0.6 / 12)
     assert split["gw_inference_ms_per_batch"] == pytest.approx(1000 * 2.0 / 4)
+    assert split["gw_crop_ms"] == pytest.approx(1000 * 0.06 / 12)
+    # Predict calls of both transports (6 REST + 5 gRPC, 1.1 s), not the health checks.
+    assert split["gw_request_ms"] == pytest.approx(1000 * 1.1 / 11)
+    assert "gw_postprocess_ms" not in split  # no samples: no figure
     assert split["triton_avg_batch"] == pytest.approx(12 / 4)
     assert split["triton_queue_ms"] == pytest.approx(6000 / 12 / 1000)
     assert split["triton_compute_ms"] == pytest.approx(120_000 / 12 / 1000)
@@ -119,20 +147,31 @@ def test_serving_suite_smoke(model_repository, tmp_path):
     args = serving.get_args_parser().parse_args([
         "--model-name", MODEL_NAME, "--model-repository", str(model_repository),
         "--targets", "raw", "naive", "gateway-local-rest", "gateway-local-grpc",
+        "--runtimes", "torch", "onnxruntime",
         "--images", str(PHOTOS[0]), "--concurrency", "1", "2", "--duration", "1",
         "--warmup", "0.3", "--raw-batch-sizes", "1", "2", "--raw-seconds", "0.3",
         "--json", str(tmp_path / "serving.json")])
     result = serving.main(args)
-    assert [r["batch"] for r in result["raw"]] == [1, 2]
-    assert {r["target"] for r in result["rows"]} == {"naive", "gateway-local-rest",
-                                                     "gateway-local-grpc"}
+    assert [(r["runtime"], r["batch"]) for r in result["raw"]] == [
+        ("torch", 1), ("torch", 2), ("onnxruntime", 1), ("onnxruntime", 2)]
+    assert {(r["target"], r.get("runtime")) for r in result["rows"]} == {
+        ("naive", None), *((t, rt) for t in ("gateway-local-rest", "gateway-local-grpc")
+                           for rt in ("torch", "onnxruntime"))}
     for r in result["rows"]:
         assert r["ok"] > 0 and r["errors"] == {} and r["server_cpu_ms_per_request"] > 0, r
     derived = result["derived"]
     for target in ("gateway-local-rest", "gateway-local-grpc"):
-        assert derived[target]["efficiency_vs_raw"] > 0
-        assert "overhead_ms_c1" in derived[target]
-        assert "cpu_ms_outside_inference" in derived[target]
+        for runtime in ("torch", "onnxruntime"):
+            d = derived[f"{target}[{runtime}]"]
+            assert d["efficiency_vs_raw"] > 0
+            assert "overhead_ms_c1" in d and "cpu_ms_outside_inference" in d
+            stages = d["stages_ms_c1"]
+            for stage in serving.STAGES:
+                assert stages[stage] >= 0, (target, runtime, stages)
+            assert stages["inference"] > 0 and stages["decode"] > 0 and stages["crop"] > 0
+            # The stages lie inside the gateway's clock, which lies inside the client's.
+            assert stages["gateway_other"] >= 0 and stages["outside_gateway"] >= 0, stages
+    assert "outside_gateway" in serving.report(result)
     assert json.loads((tmp_path / "serving.json").read_text())["derived"] == derived
 
 
