@@ -199,7 +199,6 @@ def gateway_command(model_repository: Path, model: str, port: int, grpc_port: in
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     from deploy.stack import default_model_repository
     from posecontract.triton import ServingOptions, write_cpu_twin
-
     from service.backends.local import resolve_model_file
     from service.backends.runtimes import FILES
 
