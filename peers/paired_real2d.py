@@ -1,0 +1,144 @@
+"""Is model B's difference from model A on real2d-val more than noise? A paired bootstrap.
+
+    python -m peers.paired_real2d --a model_repository/margipose-lite/2/model.onnx \\
+        --b build/q/repo/margipose-lite-int8/2/model.onnx --data-root build \\
+        --json bench/results/trunk/paired_v2_int8.json
+
+Both exported models (model.pt or model.onnx) see the same people of `real2d-val` on their
+reference boxes and are scored against the teacher as `peers.compare_real2d` scores them
+(PCK@0.05 / @0.1 of person size over the labelled joints, 3D PA-MPJPE and root-aligned MPJPE in
+mm). The noise of a difference between two models on this set is what resampling the people
+does to it: the people are drawn with replacement (`--resamples` times, fixed seed), the same
+draw for both models, and each measure's difference B - A is recomputed; its 2.5th and 97.5th
+percentiles are the 95 % interval. An interval that holds 0 means the set cannot tell the two
+apart; one that does not means the difference is larger than what the choice of people explains.
+It says nothing about other noise (another training seed gives another model).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from peers.common import dataset_parser, load_ours, open_source, write_json
+from peers.compare_real2d import THRESHOLDS, ours_on_boxes, read_teacher_3d, teacher_3d_of
+from training.data.real2d import BOX_PER_EXTENT
+from training.evaluate import model_predictor
+from training.metrics import joint_errors, procrustes_align, root_relative
+from training.skeleton import ROOT
+
+MEASURES = ("pck@0.05", "pck@0.1", "pa_mpjpe", "mpjpe")
+
+
+def per_person(pixels: np.ndarray, rel3d: np.ndarray, labels: np.ndarray,
+               labels3d: np.ndarray, masks: np.ndarray, sizes: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """Each person's parts of the measures: labelled joints, joints within each PCK threshold,
+    and (NaN without teacher 3D) PA-MPJPE and root-aligned MPJPE over the labelled joints."""
+    err = np.linalg.norm(pixels - labels, axis=-1) / sizes[:, None]
+    out = {"joints": masks.sum(axis=1).astype(float)}
+    for t in THRESHOLDS:
+        out[f"hits@{t}"] = ((err <= t) & masks).sum(axis=1).astype(float)
+    pa, rooted = [], []
+    for p, g, m in zip(rel3d, labels3d, masks, strict=True):
+        if not np.isfinite(g).all():
+            pa.append(np.nan)
+            rooted.append(np.nan)
+            continue
+        pa.append(joint_errors(procrustes_align(p[m], g[m]), g[m]).mean())
+        rooted.append(joint_errors(root_relative(p, ROOT)[m], root_relative(g, ROOT)[m]).mean())
+    out["pa_mpjpe"], out["mpjpe"] = np.asarray(pa), np.asarray(rooted)
+    return out
+
+
+def measures(parts: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, float]:
+    """The set's measures from per-person parts (optionally for a resample `index` of people):
+    PCK pooled over joints as compare_real2d computes it, 3D errors averaged over people."""
+    take = (lambda a: a) if index is None else (lambda a: a[index])
+    out = {f"pck@{t}": float(take(parts[f"hits@{t}"]).sum() / take(parts["joints"]).sum())
+           for t in THRESHOLDS}
+    for key in ("pa_mpjpe", "mpjpe"):
+        values = take(parts[key])
+        out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return out
+
+
+def paired_bootstrap(a: dict[str, np.ndarray], b: dict[str, np.ndarray], resamples: int = 2000,
+                     seed: int = 0) -> list[dict[str, Any]]:
+    """One row per measure: A's and B's value, B - A, and the 95 % interval of B - A over
+    resamples of the people (the same draw for both models)."""
+    n = len(a["joints"])
+    if len(b["joints"]) != n:
+        raise ValueError(f"the two models were scored on different people ({n} and "
+                         f"{len(b['joints'])})")
+    rng = np.random.default_rng(seed)
+    draws = {m: [] for m in MEASURES}
+    for _ in range(resamples):
+        index = rng.integers(0, n, n)
+        ma, mb = measures(a, index), measures(b, index)
+        for m in MEASURES:
+            draws[m].append(mb[m] - ma[m])
+    full_a, full_b = measures(a), measures(b)
+    rows = []
+    for m in MEASURES:
+        low, high = np.nanpercentile(draws[m], [2.5, 97.5])
+        rows.append({"measure": m, "a": full_a[m], "b": full_b[m],
+                     "difference": full_b[m] - full_a[m], "ci95_low": float(low),
+                     "ci95_high": float(high), "resamples": resamples, "people": n,
+                     "beyond_noise": not (low <= 0.0 <= high)})
+    return rows
+
+
+def score(source, model: Path, teacher3d, limit: int | None = None) -> dict[str, np.ndarray]:
+    """An exported model's per-person parts on the samples of `source` (the first `limit`)."""
+    count = len(source) if limit is None else min(limit, len(source))
+    samples = [source[i] for i in range(count)]
+    labels = np.asarray([s.camera.project(s.joints) for s in samples])
+    masks = np.asarray([s.mask for s in samples])
+    sizes = np.asarray([s.box.side / BOX_PER_EXTENT for s in samples])
+    module, _ = load_ours(model)
+    pixels, rel3d = ours_on_boxes(source, model_predictor(module, torch.device("cpu")), limit)
+    return per_person(pixels, rel3d, labels, teacher_3d_of(samples, teacher3d), masks, sizes)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    def show(measure: str, v: float) -> str:
+        return f"{100 * v:.1f} %" if measure.startswith("pck") else f"{v:.1f} mm"
+
+    lines = ["| measure | A | B | B - A | 95 % interval of B - A | beyond noise |",
+             "| :-- | --: | --: | --: | --: | :-- |"]
+    for r in rows:
+        m = r["measure"]
+        lines.append(f"| {m} | {show(m, r['a'])} | {show(m, r['b'])} | {show(m, r['difference'])}"
+                     f" | {show(m, r['ci95_low'])} to {show(m, r['ci95_high'])} "
+                     f"| {'yes' if r['beyond_noise'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = dataset_parser(__doc__, "real2d-val", torchscript=False)
+    p.add_argument("--a", type=Path, required=True, help="exported model A (model.pt/.onnx)")
+    p.add_argument("--b", type=Path, required=True, help="exported model B")
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    source = open_source(args)
+    teacher3d = read_teacher_3d(args.data_root / "real2d" / "labels.jsonl")
+    rows = paired_bootstrap(score(source, args.a, teacher3d, args.limit),
+                            score(source, args.b, teacher3d, args.limit), args.resamples, args.seed)
+    print(f"A = {args.a}\nB = {args.b}\n")
+    print(markdown(rows))
+    write_json(args.json, {"dataset": args.dataset, "a": str(args.a), "b": str(args.b),
+                           "rows": rows})
+    return rows
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
