@@ -78,9 +78,41 @@ class _Reader:
         return None if images is None else {INPUT.name: images}
 
 
+def module_path(node) -> str | None:
+    """The MargiPose module (`trunk.body.ops.conv_3`, `refine.0.xy.up.1`, ...) an exported ONNX
+    node came from, read from the torch exporter's `pkg.torch.onnx.name_scopes` metadata (which
+    quant_pre_process keeps); None when it has none."""
+    import ast
+
+    scopes = next((p.value for p in node.metadata_props
+                   if p.key == "pkg.torch.onnx.name_scopes"), None)
+    if not scopes:
+        return None
+    modules = [s for s in ast.literal_eval(scopes) if s.startswith("model.")]
+    return modules[-1].removeprefix("model.") if modules else None
+
+
+def float_nodes(graph, prefixes: Sequence[str]) -> list[str]:
+    """Names of the quantizable nodes of modules under any of `prefixes` (dotted module paths,
+    matched whole: `refine` holds `refine.0.xy`, not `refiner`). A prefix that matches no
+    convolution is an error, so a typo never silently quantizes what was meant to stay float."""
+    found: dict[str, list[str]] = {p: [] for p in prefixes}
+    for node in graph.node:
+        path = module_path(node) if node.op_type in QUANTIZED_OPS else None
+        for prefix in prefixes:
+            if path is not None and (path == prefix or path.startswith(prefix + ".")):
+                found[prefix].append(node.name)
+    empty = [p for p, names in found.items() if not names]
+    if empty:
+        raise ValueError(f"no convolution of the model lies under {', '.join(empty)}; module "
+                         "paths look like trunk.body, trunk.adapt, first, refine.0")
+    return sorted({name for names in found.values() for name in names})
+
+
 def quantize(model: Path, out: Path, crops: np.ndarray, method: str = "minmax",
-             card_extra: dict | None = None) -> Path:
-    """Write the int8 version of `model` (float32 or float16-stored ONNX) to `out`."""
+             card_extra: dict | None = None, keep_float: Sequence[str] = ()) -> Path:
+    """Write the int8 version of `model` (float32 or float16-stored ONNX) to `out`; the
+    convolutions of the modules under `keep_float` stay float32."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -95,10 +127,12 @@ def quantize(model: Path, out: Path, crops: np.ndarray, method: str = "minmax",
         plain, prepared = Path(tmp) / "float32.onnx", Path(tmp) / "prepared.onnx"
         onnx.save(restore_float32(source), str(plain))
         quant_pre_process(str(plain), str(prepared))
+        excluded = float_nodes(onnx.load(str(prepared)).graph, keep_float) if keep_float else []
         out.parent.mkdir(parents=True, exist_ok=True)
         quantize_static(
             str(prepared), str(out), _Reader(crops), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded,
+            per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method={"minmax": CalibrationMethod.MinMax,
                               "percentile": CalibrationMethod.Percentile,
@@ -108,6 +142,8 @@ def quantize(model: Path, out: Path, crops: np.ndarray, method: str = "minmax",
                             "weights": "int8 per channel", "activations": "uint8 per tensor",
                             "ops": list(QUANTIZED_OPS), "calibration_method": method,
                             "calibration_crops": int(len(crops)), "source": str(model),
+                            "float_modules": list(keep_float),
+                            "float_convolutions": len(excluded),
                             **(card_extra or {})}
     set_metadata(out, {CARD_FILE: json.dumps(card, indent=2)})
     return out
@@ -123,6 +159,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--repository", type=Path, default=Path("model_repository"))
     p.add_argument("--name", required=True, help="model name of the int8 model")
     p.add_argument("--version", type=int, default=1)
+    p.add_argument("--keep-float", nargs="+", default=[], metavar="MODULE",
+                   help="modules whose convolutions stay float32 (dotted paths: trunk.adapt, "
+                        "first, refine)")
     return p
 
 
@@ -140,7 +179,7 @@ def quantize_command(argv: list[str] | None = None) -> Path:
                             for name, count in sources])
     out = args.repository / args.name / str(args.version) / "model.onnx"
     quantize(args.model, out, crops, args.method,
-             {"calibration_sources": [f"{n}:{c}" for n, c in sources]})
+             {"calibration_sources": [f"{n}:{c}" for n, c in sources]}, args.keep_float)
     write_onnx_config(args.repository, args.name, ServingOptions())
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), calibrated on {len(crops)} crops")
     return out

@@ -10,7 +10,13 @@ from posecontract.layout import INPUT, OUTPUTS
 from tests.training.test_data_real2d import write_fixture
 from training.export import CARD_FILE
 from training.export_onnx import restore_float32, run_session, session
-from training.quantize import QUANTIZED_OPS, parse_calibration, quantize_command
+from training.quantize import (
+    QUANTIZED_OPS,
+    float_nodes,
+    module_path,
+    parse_calibration,
+    quantize_command,
+)
 
 
 def test_calibration_sources_are_training_splits_only():
@@ -80,3 +86,44 @@ def test_quantize_refuses_held_out_calibration(tiny_onnx_exports, tmp_path):
     with pytest.raises(ValueError, match="real2d-val.*is a held-out split"):
         quantize_command(["--model", str(full.onnx_path), "--data-root", str(tmp_path),
               "--calibration", "real2d-val:4", "--name", "x"])
+
+
+def test_keep_float_leaves_the_named_modules_convolutions_in_float(tiny_onnx_exports, tmp_path):
+    full, _ = tiny_onnx_exports
+    source = onnx.load(str(full.onnx_path))
+    convs = [n for n in source.graph.node if n.op_type in QUANTIZED_OPS]
+    paths = {n.name: module_path(n) for n in convs}
+    # Every convolution is traced to its module; the model's three parts are all there.
+    assert None not in paths.values()
+    assert {p.split(".")[0] for p in paths.values()} == {"trunk", "first", "refine"}
+    assert float_nodes(source.graph, ["refine"]) == sorted(
+        n for n, p in paths.items() if p.startswith("refine."))
+    with pytest.raises(ValueError, match="no convolution of the model lies under heads"):
+        float_nodes(source.graph, ["first", "heads"])
+    with pytest.raises(ValueError, match="under firs\\b"):
+        float_nodes(source.graph, ["firs"])  # whole path components, not string prefixes
+
+    write_fixture(tmp_path / "data" / "real2d")
+    out = quantize_command(["--model", str(full.onnx_path), "--data-root", str(tmp_path / "data"),
+                            "--calibration", "real2d-train:4", "--repository",
+                            str(tmp_path / "repo"), "--name", "tiny-int8",
+                            "--keep-float", "first", "refine"])
+    model = onnx.load(str(out))
+    made_by = {o: n for n in model.graph.node for o in n.output}
+    initializers = {i.name: i for i in model.graph.initializer}
+    int8, kept = [], []
+    for node in model.graph.node:
+        if node.op_type not in QUANTIZED_OPS:
+            continue
+        weight = node.input[1]
+        if weight in made_by and made_by[weight].op_type == "DequantizeLinear":
+            int8.append(paths[node.name])
+        else:
+            assert initializers[weight].data_type == onnx.TensorProto.FLOAT, node.name
+            kept.append(paths[node.name])
+    assert int8 and all(p.startswith("trunk.") for p in int8)
+    assert kept and all(p.split(".")[0] in ("first", "refine") for p in kept)
+    assert len(int8) + len(kept) == len(convs)
+    card = json.loads({p.key: p.value for p in model.metadata_props}[CARD_FILE])
+    assert card["quantization"]["float_modules"] == ["first", "refine"]
+    assert card["quantization"]["float_convolutions"] == len(kept)
