@@ -32,6 +32,10 @@ from training.export import CARD_FILE
 
 # Only the convolutions: the heads' softmax and soft-argmax need float precision.
 QUANTIZED_OPS = ("Conv", "ConvTranspose")
+# ... and the activations that follow them (the BlazePose body's ReLU6 is a Clip), so that the
+# quantizer folds each one into its convolution's output range: a convolution's output quantized
+# before its activation spends most of the 256 levels on values the activation then cuts off.
+FOLDED_ACTIVATIONS = ("Clip", "Relu")
 HELD_OUT = ("val", "test")  # calibration must not see a split whose name says it is held out
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -93,16 +97,19 @@ def module_path(node) -> str | None:
 
 
 def float_nodes(graph, prefixes: Sequence[str]) -> list[str]:
-    """Names of the quantizable nodes of modules under any of `prefixes` (dotted module paths,
-    matched whole: `refine` holds `refine.0.xy`, not `refiner`). A prefix that matches no
-    convolution is an error, so a typo never silently quantizes what was meant to stay float."""
+    """Names of the quantizable nodes (convolutions and their activations) of modules under any
+    of `prefixes` (dotted module paths, matched whole: `refine` holds `refine.0.xy`, not
+    `refiner`). A prefix that holds no convolution is an error, so a typo never silently
+    quantizes what was meant to stay float."""
     found: dict[str, list[str]] = {p: [] for p in prefixes}
+    convs: dict[str, int] = dict.fromkeys(prefixes, 0)
     for node in graph.node:
-        path = module_path(node) if node.op_type in QUANTIZED_OPS else None
+        path = module_path(node) if node.op_type in QUANTIZED_OPS + FOLDED_ACTIVATIONS else None
         for prefix in prefixes:
             if path is not None and (path == prefix or path.startswith(prefix + ".")):
                 found[prefix].append(node.name)
-    empty = [p for p, names in found.items() if not names]
+                convs[prefix] += node.op_type in QUANTIZED_OPS
+    empty = [p for p, n in convs.items() if not n]
     if empty:
         raise ValueError(f"no convolution of the model lies under {', '.join(empty)}; module "
                          "paths look like trunk.body, trunk.adapt, first, refine.0")
@@ -127,11 +134,14 @@ def quantize(model: Path, out: Path, crops: np.ndarray, method: str = "minmax",
         plain, prepared = Path(tmp) / "float32.onnx", Path(tmp) / "prepared.onnx"
         onnx.save(restore_float32(source), str(plain))
         quant_pre_process(str(plain), str(prepared))
-        excluded = float_nodes(onnx.load(str(prepared)).graph, keep_float) if keep_float else []
+        graph = onnx.load(str(prepared)).graph
+        excluded = float_nodes(graph, keep_float) if keep_float else []
+        kept_convs = sum(n.name in excluded and n.op_type in QUANTIZED_OPS for n in graph.node)
         out.parent.mkdir(parents=True, exist_ok=True)
         quantize_static(
             str(prepared), str(out), _Reader(crops), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded,
+            op_types_to_quantize=[*QUANTIZED_OPS, *FOLDED_ACTIVATIONS],
+            nodes_to_exclude=excluded,
             per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method={"minmax": CalibrationMethod.MinMax,
@@ -140,10 +150,11 @@ def quantize(model: Path, out: Path, crops: np.ndarray, method: str = "minmax",
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     card["quantization"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                             "weights": "int8 per channel", "activations": "uint8 per tensor",
-                            "ops": list(QUANTIZED_OPS), "calibration_method": method,
+                            "ops": [*QUANTIZED_OPS, *FOLDED_ACTIVATIONS],
+                            "calibration_method": method,
                             "calibration_crops": int(len(crops)), "source": str(model),
                             "float_modules": list(keep_float),
-                            "float_convolutions": len(excluded),
+                            "float_convolutions": kept_convs,
                             **(card_extra or {})}
     set_metadata(out, {CARD_FILE: json.dumps(card, indent=2)})
     return out

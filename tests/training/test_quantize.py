@@ -11,6 +11,7 @@ from tests.training.test_data_real2d import write_fixture
 from training.export import CARD_FILE
 from training.export_onnx import restore_float32, run_session, session
 from training.quantize import (
+    FOLDED_ACTIVATIONS,
     QUANTIZED_OPS,
     float_nodes,
     module_path,
@@ -69,7 +70,8 @@ def test_quantize_command_writes_an_int8_model_of_its_own(tiny_onnx_exports, tmp
     # QuantizeLinear/DequantizeLinear pair per tensor, their scales) weighs as much as the weights.
     assert out.stat().st_size < 0.5 * full.onnx_path.stat().st_size
     card = json.loads({p.key: p.value for p in model.metadata_props}[CARD_FILE])
-    assert card["name"] == "tiny" and card["quantization"]["ops"] == list(QUANTIZED_OPS)
+    assert card["name"] == "tiny"
+    assert card["quantization"]["ops"] == [*QUANTIZED_OPS, *FOLDED_ACTIVATIONS]
     assert card["quantization"]["calibration_sources"] == ["real2d-train:4"]
     assert card["quantization"]["calibration_crops"] == 4
     # It runs, with the contract's outputs; the heatmaps stay distributions (float softmax).
@@ -96,8 +98,12 @@ def test_keep_float_leaves_the_named_modules_convolutions_in_float(tiny_onnx_exp
     # Every convolution is traced to its module; the model's three parts are all there.
     assert None not in paths.values()
     assert {p.split(".")[0] for p in paths.values()} == {"trunk", "first", "refine"}
+    # A module's convolutions and the activations after them.
     assert float_nodes(source.graph, ["refine"]) == sorted(
-        n for n, p in paths.items() if p.startswith("refine."))
+        n.name for n in source.graph.node if n.op_type in QUANTIZED_OPS + FOLDED_ACTIVATIONS
+        and (module_path(n) or "").startswith("refine."))
+    assert set(float_nodes(source.graph, ["refine"])) > {
+        n for n, p in paths.items() if p.startswith("refine.")}
     with pytest.raises(ValueError, match="no convolution of the model lies under heads"):
         float_nodes(source.graph, ["first", "heads"])
     with pytest.raises(ValueError, match="under firs\\b"):
