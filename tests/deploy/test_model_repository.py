@@ -30,14 +30,15 @@ def test_the_default_model_has_a_production_config():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.parent.name)
 def test_committed_config_is_rendered_from_the_contract(config):
     name = config.parent.name
-    onnx = name.endswith("-onnx")
+    onnx = 'platform: "onnxruntime_onnx"' in config.read_text()
     # Not hand-edited: byte for byte what `margipose-export` writes for this model.
     render = render_onnx_config if onnx else render_config
     assert config.read_text() == render(name, ServingOptions())
     parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
     assert parsed.name == name
     assert parsed.platform == ("onnxruntime_onnx" if onnx else "pytorch_libtorch")
-    if onnx:  # each version is the torch model's folder, linked: one model.onnx, stored once
+    if name.endswith("-onnx"):  # each version is the torch model's folder, linked: one
+        # model.onnx, stored once
         torch_model = name.removesuffix("-onnx")
         versions = sorted(p for p in config.parent.iterdir() if p.name.isdigit())
         assert versions and all(
@@ -78,7 +79,12 @@ def test_committed_model_honours_the_contract(path):
     assert torch.isfinite(coords).all() and coords.abs().max() <= 1
 
 
-ONNX_MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.onnx") if not p.parent.is_symlink())
+# model.onnx beside model.pt: the same model for another runtime. Alone: a model of its own
+# (int8, `margipose-quantize`).
+ONNX_MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.onnx")
+                     if not p.parent.is_symlink() and p.with_name("model.pt").is_file())
+INT8_MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.onnx")
+                     if not p.parent.is_symlink() and not p.with_name("model.pt").is_file())
 # Real person crops: the committed photos, each cut to a square around its middle.
 PHOTOS = sorted(Path(REPOSITORY.parent, "data", "photos").glob("*.jpg"))
 # Two float32 runtimes, each within the export's bound of the float64 model (eager float32's own
@@ -175,3 +181,71 @@ def test_cgroup_cpu_limit_reads_v2_then_v1(tmp_path):
     _write(v1 / "cpu" / "cpu.cfs_quota_us", "-1\n")
     assert cgroup_cpu_limit(v1, own="/") is None
     assert cgroup_cpu_limit(tmp_path / "none", own="/") is None
+
+
+def test_every_committed_model_file_is_tested():
+    onnx_files = {p for p in REPOSITORY.glob("*/*/model.onnx") if not p.parent.is_symlink()}
+    assert onnx_files == set(ONNX_MODELS) | set(INT8_MODELS)
+
+
+@pytest.mark.parametrize("path", INT8_MODELS, ids=lambda p: f"{p.parents[1].name}/{p.parent.name}")
+def test_committed_int8_model_is_its_float_sources_model_quantized(path):
+    """An int8 model: its card says what it was quantized from and on which (training) crops,
+    it fits the size limit, and on real crops it computes its float source's function up to
+    int8's error (measured on real2d-val crops: 0.02 of the crop's half-width on average)."""
+    import json
+
+    import numpy as np
+    import onnx
+
+    from training.export_onnx import run_session, session
+    from training.quantize import parse_calibration
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    card = json.loads(meta["model.json"])
+    quant = card["quantization"]
+    parse_calibration(quant["calibration_sources"])  # training splits only, or it raises
+    source = REPOSITORY.parent / quant["source"]
+    assert source.is_file() and source.parent.parent.parent == REPOSITORY
+    assert path.stat().st_size <= 25 * 2**20
+    assert {n.op_type for n in onnx.load(str(path)).graph.node} >= {"QuantizeLinear",
+                                                                     "DequantizeLinear"}
+    images = _photo_crops()
+    got = run_session(session(path, threads=2), images)
+    want = run_session(session(source, threads=2), images)
+    for spec, g in zip(OUTPUTS, got, strict=True):
+        assert g.shape == (len(images), *spec.dims) and np.isfinite(g).all(), spec.key
+    coords = np.abs(got[0] - want[0])
+    assert coords.mean() < 0.05 and np.median(coords) < 0.03, (coords.mean(), np.median(coords))
+    for maps in got[2:]:  # the heatmaps stay distributions (float softmax)
+        np.testing.assert_allclose(maps.sum(axis=(-2, -1)), 1, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("path", INT8_MODELS, ids=lambda p: f"{p.parents[1].name}/{p.parent.name}")
+def test_the_gateway_serves_the_committed_int8_model(path, runtime):
+    """`serve --model-name <int8 model> --runtime onnxruntime|openvino` answers real photos and
+    says which model answered. (How closely int8 follows float32 is the test above, on crops
+    around people: on these whole images, people small or cut, the two differ by 0.06-0.14 of
+    the crop's half-width on average, as uncertain inputs amplify int8's rounding.)"""
+    import httpx
+    import numpy as np
+
+    from service.settings import Settings
+    from tests.service.conftest import RunningServer, free_port
+
+    name = path.parents[1].name
+    settings = Settings(model_repository=REPOSITORY, model_name=name, runtime=runtime,
+                        torch_threads=1, port=free_port(), grpc_port=free_port())
+    with RunningServer(settings) as server, httpx.Client(base_url=server.url,
+                                                         timeout=60) as client:
+        for photo in PHOTOS:
+            r = client.post("/v1/predict", content=photo.read_bytes(),
+                            headers={"Content-Type": "image/jpeg"})
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            assert answer["model"]["name"] == name
+            assert answer["model"]["version"] == path.parent.name  # a string in the API
+            joints = np.array([j["normalised"] for j in answer["persons"][0]["joints"]])
+            assert joints.shape == (17, 3) and np.isfinite(joints).all()
+            assert np.abs(joints).max() <= 1
