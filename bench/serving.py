@@ -203,16 +203,23 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     from service.backends.runtimes import FILES
 
     repository = args.model_repository or default_model_repository(args.model_name)
-    model_path, _ = resolve_model_file(repository, args.model_name, None, "model.pt")
     runtime_files = {rt: resolve_model_file(repository, args.model_name, None, FILES[rt])[0]
                      for rt in args.runtimes}
+    if {"naive", "triton-direct", "gateway-triton-rest"} & set(args.targets):
+        # The naive server and Triton's CPU twin run the TorchScript file.
+        model_path, _ = resolve_model_file(repository, args.model_name, None, "model.pt")
+    else:
+        model_path = next(iter(runtime_files.values()))
     payloads = loadgen.load_payloads(args.images)
+    if args.person_crops:
+        payloads = loadgen.person_crop_payloads(payloads)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     result: dict[str, Any] = {"machine": machine_info(), "model": str(model_path),
                               "runtimes": {rt: str(f) for rt, f in runtime_files.items()},
                               "images": [p.name for p in payloads], "rows": [], "raw": [],
                               "skipped": {}, "settings": {
                                   "concurrency": args.concurrency, "duration_s": args.duration,
+                                  "person_crops": args.person_crops,
                                   "persons_per_request": 1}}
     rows = result["rows"]
 
@@ -433,6 +440,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-seconds", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=2,
                    help="intra-op threads of every server's runtime")
+    p.add_argument("--person-crops", action="store_true",
+                   help="send each photo's 256x256 person crop (JPEG) instead of the photo")
     p.add_argument("--runtimes", nargs="+", choices=sorted(RUNTIME_NAMES), default=["torch"],
                    help="runtimes of the raw model and the embedded gateway, each measured")
     p.add_argument("--json", type=Path)

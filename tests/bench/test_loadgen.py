@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from bench import loadgen, naive_server, serving
 from service.settings import Settings
@@ -211,3 +214,15 @@ def test_serving_suite_runs_the_blazepose_peer_beside_the_raw_model(model_reposi
         "cpu_ms_per_image"]
     assert result["derived"]["blazepose-full"]["efficiency_vs_raw"] > 0
     assert "blazepose-heavy" in serving.report(result)
+
+
+def test_person_crop_payloads_are_the_crops_the_gateway_would_cut():
+    payloads = loadgen.load_payloads(PHOTOS[:2])
+    crops = loadgen.person_crop_payloads(payloads)
+    for p, c in zip(payloads, crops, strict=True):
+        assert c.size == (256, 256) and c.boxes == ((0.0, 0.0, 256.0, 256.0),)
+        assert c.content_type == "image/jpeg" and len(c.data) < len(p.data)
+        with Image.open(io.BytesIO(c.data)) as image:
+            got = np.asarray(image.convert("RGB"), dtype=float)
+        want = loadgen.crops_for([p])[p.name][0].transpose(1, 2, 0).astype(float)
+        assert np.abs(got - want).mean() < 3  # JPEG quality 90
