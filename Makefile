@@ -31,14 +31,16 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Serve the embedded default model from model_repository/ (committed). Without a model.pt there
-# (e.g. another MODEL), serve an UNTRAINED export from build/ instead, and say so. On CPU, ONNX
-# Runtime runs the model 2.6-2.9x faster than torch here (BENCHMARKS.md, "Runtimes"):
-# RUNTIME=torch (or openvino) chooses another.
+# Serve the embedded default model from model_repository/ (committed). Without an exported model
+# there (e.g. another MODEL), serve an UNTRAINED export from build/ instead, and say so. On CPU,
+# ONNX Runtime runs the model 2.6-2.9x faster than torch here (BENCHMARKS.md, "Runtimes"):
+# RUNTIME=torch (or openvino) chooses another. MODEL=margipose-lite-int8 serves the int8 option
+# (model.onnx only: RUNTIME=onnxruntime or openvino).
 MODEL ?= margipose-lite
 RUNTIME ?= onnxruntime
 serve: install
-	@if ls model_repository/$(MODEL)/*/model.pt >/dev/null 2>&1; then \
+	@if ls model_repository/$(MODEL)/*/model.pt >/dev/null 2>&1 || \
+	    ls model_repository/$(MODEL)/*/model.onnx >/dev/null 2>&1; then \
 	    $(BIN)/serve --model-name $(MODEL) --model-repository model_repository \
 	        --runtime $(RUNTIME); \
 	else \
