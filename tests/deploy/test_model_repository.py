@@ -135,8 +135,18 @@ def test_committed_onnx_computes_what_its_model_pt_computes(path):
     with torch.inference_mode():
         want = [t.numpy() for t in scripted(torch.from_numpy(images))]
     got = run_session(session(path, threads=2), images)
+    card = json.loads(files["model.json"])
+    tolerance = RUNTIME_TOLERANCE
+    if card.get("weight_storage", {}).get("dtype") == "float16":
+        # Two float16 roundings of one float32 model: TorchScript rounds the frozen graph's
+        # constants (BatchNorm folded by freezing), ONNX its initializers (folded by the
+        # exporter), so the files hold slightly different weights. The export measured how far
+        # TorchScript's rounding moves the coordinates (the card's figure, 0.0015 for version 3)
+        # and checked ONNX's against the float32 model too; two such roundings are allowed
+        # twice the card's figure apart (measured here for version 3: 2.8e-4).
+        tolerance = 2 * card["weight_storage"]["max_coord_diff_vs_float32"]
     for spec, g, w in zip(OUTPUTS, got, want, strict=True):
-        np.testing.assert_allclose(g, w, rtol=0, atol=RUNTIME_TOLERANCE, err_msg=spec.key)
+        np.testing.assert_allclose(g, w, rtol=0, atol=tolerance, err_msg=spec.key)
 
 
 @pytest.mark.parametrize("render", [render_config, render_cpu_twin_config])
