@@ -289,7 +289,7 @@ def _export_onnx(model: MargiPose, path: Path, weights: str, card_json: str
                                f"(> {FLOAT16_COORD_TOLERANCE:.3g}, 4 px of the crop)")
         # model.pt rounded its own BN-folded weights, which differ from ONNX's in the last
         # float32 bits, so the two float16 files agree to float16's rounding, not float32's.
-        parity.vs_torchscript = export_onnx.onnx_parity(serving, path, scripted).vs_torchscript
+        parity.vs_torchscript = export_onnx.torchscript_diff(path, scripted)
     export_onnx.set_metadata(path, {CARD_FILE: card_json})
     return path, parity
 

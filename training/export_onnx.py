@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from posecontract.layout import INPUT, INPUT_SIZE, OUTPUTS
+from posecontract.onnx_session import open_session
 
 OPSET = 18
 MAX_EXPORT_BATCH = 1024  # the exporter's bound on the dynamic batch dimension
@@ -49,15 +50,8 @@ def to_onnx(serving: torch.nn.Module, path: str | Path) -> Path:
 
 def session(path: str | Path | bytes, threads: int = 0):
     """An ONNX Runtime CPU session for `path` or a serialized model (threads 0: ONNX Runtime's
-    default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    source = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    default), set up as the embedded backend sets it up."""
+    return open_session(path, threads)
 
 
 def run_session(sess, images: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -87,23 +81,37 @@ def _eager(serving: torch.nn.Module, images: Tensor) -> tuple[np.ndarray, ...]:
         return tuple(t.double().numpy() for t in serving(images))
 
 
+def _parity_images(batch: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8,
+                         generator=g)
+
+
+def _diff(a, b) -> float:
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+
+def _onnx_outputs(path: Path, images: Tensor) -> tuple[np.ndarray, ...]:
+    return tuple(a.astype(np.float64) for a in run_session(session(path), images.numpy()))
+
+
 def onnx_parity(serving32: torch.nn.Module, path: Path, scripted: torch.jit.ScriptModule,
                 batch: int = 3, seed: int = 2) -> OnnxParity:
     """Compare ONNX Runtime on `path` with the eager model in float64 and float32."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8,
-                           generator=g)
+    images = _parity_images(batch, seed)
     serving64 = copy.deepcopy(serving32).double().eval()
     truth = _eager(serving64, images)
     eager32 = _eager(serving32, images)
-    got = tuple(a.astype(np.float64) for a in run_session(session(path), images.numpy()))
-    ts = _eager(scripted, images)
+    got = _onnx_outputs(path, images)
+    return OnnxParity(onnx_rounding=_diff(got, truth), eager_rounding=_diff(eager32, truth),
+                      vs_torchscript=_diff(got, _eager(scripted, images)))
 
-    def diff(a, b):
-        return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
-    return OnnxParity(onnx_rounding=diff(got, truth), eager_rounding=diff(eager32, truth),
-                      vs_torchscript=diff(got, ts))
+def torchscript_diff(path: Path, scripted: torch.jit.ScriptModule, batch: int = 3,
+                     seed: int = 2) -> float:
+    """`onnx_parity`'s `vs_torchscript` alone (same images), without the float64 model."""
+    images = _parity_images(batch, seed)
+    return _diff(_onnx_outputs(path, images), _eager(scripted, images))
 
 
 def store_float16(path: str | Path, min_elements: int = MIN_ELEMENTS) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 
 from posecontract.layout import INPUT, OUTPUTS
 from service.backends.base import ModelInfo
-from service.backends.runtimes import FILES, Runtime, open_runtime
+from service.backends.runtimes import FILES, Runtime, check_runtime, open_runtime
 from service.cpus import spare_cpu_threads
 from service.errors import BackendUnavailable
 
@@ -61,9 +61,7 @@ class LocalBackend:
     def __init__(self, repository: Path, name: str, version: int | None = None,
                  device: str = "cpu", threads: int = 0,
                  warmup_batch_sizes: tuple[int, ...] = (1,), runtime: str = "torch"):
-        if runtime not in FILES:
-            raise BackendUnavailable(f"Unknown runtime {runtime!r}; choose one of "
-                                     f"{', '.join(FILES)}")
+        check_runtime(runtime)
         self._repository, self._name, self._version = Path(repository), name, version
         self._device = device
         self._threads = threads

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from posecontract.layout import INPUT, OUTPUTS
+from posecontract.onnx_session import open_session
 from service.errors import BackendUnavailable
 
 CARD_KEY = "model.json"  # the exporter's model card: model.pt's extra file, model.onnx's metadata
@@ -36,14 +37,19 @@ class Runtime(Protocol):
         """uint8 (N, 3, 256, 256) -> the outputs in `OUTPUTS` order, each with leading dim N."""
 
 
+def check_runtime(name: str) -> None:
+    """Raise BackendUnavailable unless `name` is one of the runtimes."""
+    if name not in FILES:
+        raise BackendUnavailable(f"Unknown runtime {name!r}; choose one of {', '.join(FILES)}")
+
+
 def open_runtime(name: str, path: Path, device: str, threads: int) -> Runtime:
     """Load `path` with runtime `name`; `threads` 0 leaves the runtime's own default.
 
     Raises BackendUnavailable naming the problem (unknown runtime, missing package, a device the
     runtime cannot use, a file it cannot load).
     """
-    if name not in FILES:
-        raise BackendUnavailable(f"Unknown runtime {name!r}; choose one of {', '.join(FILES)}")
+    check_runtime(name)
     try:
         runtime = {"torch": TorchRuntime, "onnxruntime": OnnxRuntime,
                    "openvino": OpenVinoRuntime}[name]
@@ -99,12 +105,8 @@ class OnnxRuntime:
             providers = [("CUDAExecutionProvider", {"device_id": int(index)})]
         else:
             raise BackendUnavailable(f"device {device!r}: onnxruntime runs on cpu or cuda[:N]")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1  # one batch at a time (the backend's single thread)
-        options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers)
+            self._session = open_session(path, threads, providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
         self.card = _card(self._session.get_modelmeta().custom_metadata_map.get(CARD_KEY))
