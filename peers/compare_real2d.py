@@ -78,15 +78,32 @@ def scores(pred: np.ndarray, label: np.ndarray, mask: np.ndarray, size: np.ndarr
             **{f"pck@{t}": float((err <= t).mean()) for t in THRESHOLDS}}
 
 
-def scores_3d(pred: np.ndarray, label: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """PA-MPJPE and root-aligned MPJPE (mm) over each person's labelled joints, averaged over
-    people; pred, label (N, 17, 3) mm, mask (N, 17). The Procrustes is fitted per person on
-    the labelled joints alone."""
+def person_errors_3d(pred: np.ndarray, label: np.ndarray, mask: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Each person's PA-MPJPE and root-aligned MPJPE (mm) over the labelled joints, (N,) each;
+    pred, label (N, 17, 3) mm, mask (N, 17). The Procrustes is fitted per person on the
+    labelled joints alone."""
     pa, rooted = [], []
     for p, g, m in zip(pred, label, mask, strict=True):
         pa.append(joint_errors(procrustes_align(p[m], g[m]), g[m]).mean())
         rooted.append(joint_errors(root_relative(p, ROOT)[m], root_relative(g, ROOT)[m]).mean())
+    return np.asarray(pa, dtype=float), np.asarray(rooted, dtype=float)
+
+
+def scores_3d(pred: np.ndarray, label: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """`person_errors_3d` averaged over people."""
+    pa, rooted = person_errors_3d(pred, label, mask)
     return {"pa_mpjpe": float(np.mean(pa)), "mpjpe": float(np.mean(rooted))}
+
+
+def references(samples: list, teacher3d: Teacher3D | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What every model is scored against: the labels in pixels (N, 17, 2), the teacher's 3D
+    (N, 17, 3; NaN without it), the labelled-joint masks (N, 17) and the person sizes (N,)."""
+    labels = np.asarray([s.camera.project(s.joints) for s in samples])
+    masks = np.asarray([s.mask for s in samples])
+    sizes = np.asarray([s.box.side / BOX_PER_EXTENT for s in samples])
+    return labels, teacher_3d_of(samples, teacher3d), masks, sizes
 
 
 def ours_on_boxes(source, predictor: Predictor, limit: int | None
@@ -147,10 +164,7 @@ def compare(source, torchscript: Path, complexities: list[int], limit: int | Non
     """One row per model and subset: 2D scores, and 3D ones (None without teacher 3D)."""
     count = len(source) if limit is None else min(limit, len(source))
     samples = [source[i] for i in range(count)]
-    labels = np.asarray([s.camera.project(s.joints) for s in samples])
-    labels3d = teacher_3d_of(samples, teacher3d)
-    masks = np.asarray([s.mask for s in samples])
-    sizes = np.asarray([s.box.side / BOX_PER_EXTENT for s in samples])
+    labels, labels3d, masks, sizes = references(samples, teacher3d)
     has3d = np.isfinite(labels3d).all(axis=(1, 2))
 
     def row(model: str, subset: str, keep: np.ndarray, pixels: np.ndarray, rel3d: np.ndarray,

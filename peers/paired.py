@@ -30,8 +30,13 @@ import numpy as np
 import torch
 
 from peers.common import dataset_parser, load_ours, open_source, write_json
-from peers.compare_real2d import THRESHOLDS, ours_on_boxes, read_teacher_3d, teacher_3d_of
-from training.data.real2d import BOX_PER_EXTENT
+from peers.compare_real2d import (
+    THRESHOLDS,
+    ours_on_boxes,
+    person_errors_3d,
+    read_teacher_3d,
+    references,
+)
 from training.evaluate import (
     PROTOCOLS,
     Protocol,
@@ -39,8 +44,7 @@ from training.evaluate import (
     model_predictor,
     run_predictions,
 )
-from training.metrics import joint_errors, procrustes_align, root_relative, score_poses
-from training.skeleton import ROOT
+from training.metrics import score_poses
 
 MEASURES = ("pck@0.05", "pck@0.1", "pa_mpjpe", "mpjpe")  # real2d-val's, against the teacher
 
@@ -54,15 +58,11 @@ def per_person(pixels: np.ndarray, rel3d: np.ndarray, labels: np.ndarray,
     out = {"joints": masks.sum(axis=1).astype(float)}
     for t in THRESHOLDS:
         out[f"hits@{t}"] = ((err <= t) & masks).sum(axis=1).astype(float)
-    pa, rooted = [], []
-    for p, g, m in zip(rel3d, labels3d, masks, strict=True):
-        if not np.isfinite(g).all():
-            pa.append(np.nan)
-            rooted.append(np.nan)
-            continue
-        pa.append(joint_errors(procrustes_align(p[m], g[m]), g[m]).mean())
-        rooted.append(joint_errors(root_relative(p, ROOT)[m], root_relative(g, ROOT)[m]).mean())
-    out["pa_mpjpe"], out["mpjpe"] = np.asarray(pa), np.asarray(rooted)
+    has3d = np.isfinite(labels3d).all(axis=(1, 2))
+    out["pa_mpjpe"], out["mpjpe"] = np.full(len(masks), np.nan), np.full(len(masks), np.nan)
+    if has3d.any():
+        out["pa_mpjpe"][has3d], out["mpjpe"][has3d] = person_errors_3d(
+            rel3d[has3d], labels3d[has3d], masks[has3d])
     return out
 
 
@@ -110,13 +110,10 @@ def paired_bootstrap(a: dict[str, np.ndarray], b: dict[str, np.ndarray], resampl
 def score(source, model: Path, teacher3d, limit: int | None = None) -> dict[str, np.ndarray]:
     """An exported model's per-person parts on the samples of `source` (the first `limit`)."""
     count = len(source) if limit is None else min(limit, len(source))
-    samples = [source[i] for i in range(count)]
-    labels = np.asarray([s.camera.project(s.joints) for s in samples])
-    masks = np.asarray([s.mask for s in samples])
-    sizes = np.asarray([s.box.side / BOX_PER_EXTENT for s in samples])
+    labels, labels3d, masks, sizes = references([source[i] for i in range(count)], teacher3d)
     module, _ = load_ours(model)
     pixels, rel3d = ours_on_boxes(source, model_predictor(module, torch.device("cpu")), limit)
-    return per_person(pixels, rel3d, labels, teacher_3d_of(samples, teacher3d), masks, sizes)
+    return per_person(pixels, rel3d, labels, labels3d, masks, sizes)
 
 
 def score_3d(source, model: Path, protocol: Protocol, limit: int | None = None
