@@ -202,7 +202,7 @@ def test_every_committed_model_file_is_tested():
 def test_committed_int8_model_is_its_float_sources_model_quantized(path):
     """An int8 model: its card says what it was quantized from and on which (training) crops,
     it fits the size limit, and on real crops it computes its float source's function up to
-    int8's error (measured on real2d-val crops: 0.02 of the crop's half-width on average)."""
+    int8's error."""
     import json
 
     import numpy as np
@@ -226,7 +226,12 @@ def test_committed_int8_model_is_its_float_sources_model_quantized(path):
     for spec, g in zip(OUTPUTS, got, strict=True):
         assert g.shape == (len(images), *spec.dims) and np.isfinite(g).all(), spec.key
     coords = np.abs(got[0] - want[0])
-    assert coords.mean() < 0.05 and np.median(coords) < 0.03, (coords.mean(), np.median(coords))
+    # Measured on these crops (AVX-512 VNNI, ONNX Runtime and OpenVINO alike): 0.038 mean,
+    # 0.023 median of the crop's half-width; another trained model (version 3) is 0.126 / 0.069
+    # from the int8 one. int8 kernels differ between CPUs (without VNNI, ONNX Runtime's u8s8
+    # products can saturate), so the bound allows about twice the measured error while staying
+    # below what a different model gives.
+    assert coords.mean() < 0.08 and np.median(coords) < 0.05, (coords.mean(), np.median(coords))
     for maps in got[2:]:  # the heatmaps stay distributions (float softmax)
         np.testing.assert_allclose(maps.sum(axis=(-2, -1)), 1, rtol=0, atol=1e-4)
 
