@@ -4,8 +4,14 @@ The TorchScript module's `forward(image)` takes one tensor and returns a tuple o
 the order of `OUTPUTS`. Triton's libtorch backend names tensors by position, hence
 `INPUT__0` and `OUTPUT__k`. The exporter writes `config.pbtxt` from these tables and the
 service reads the same tables, so the two cannot drift apart.
+
+Every model has the five `OUTPUTS`. A model with a visibility head (margipose-lite version 4
+on) has a sixth, `VISIBILITY`: the outputs a model has are `model_outputs(visibility)`, and a
+reader learns which from the model itself (`outputs_named` on its output names), so models
+with and without it are served side by side.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from posecontract.skeleton import NUM_JOINTS
@@ -53,4 +59,31 @@ OUTPUTS: tuple[TensorSpec, ...] = (
     ),
 )
 
-OUTPUT_BY_KEY = {spec.key: spec for spec in OUTPUTS}
+VISIBILITY = TensorSpec(
+    "OUTPUT__5", "visibility", "TYPE_FP32", (NUM_JOINTS,),
+    "Probability that each joint is in view: inside the picture and not hidden behind an "
+    "occluder (self-occlusion counts as in view). Only models with a visibility head.",
+)
+OPTIONAL_OUTPUTS: tuple[TensorSpec, ...] = (VISIBILITY,)
+
+OUTPUT_BY_KEY = {spec.key: spec for spec in OUTPUTS + OPTIONAL_OUTPUTS}
+
+
+def model_outputs(visibility: bool) -> tuple[TensorSpec, ...]:
+    """The outputs of a model with (True) or without a visibility head, in order."""
+    return OUTPUTS + ((VISIBILITY,) if visibility else ())
+
+
+def outputs_named(names: Iterable[str]) -> tuple[TensorSpec, ...]:
+    """The contract outputs a model has, from its output tensor names (any order): the five
+    `OUTPUTS` and any of `OPTIONAL_OUTPUTS`. Raises ValueError naming what is missing or unknown.
+    """
+    names = list(names)
+    known = {spec.name: spec for spec in OUTPUTS + OPTIONAL_OUTPUTS}
+    missing = [spec.name for spec in OUTPUTS if spec.name not in names]
+    unknown = [n for n in names if n not in known]
+    if missing or unknown:
+        raise ValueError(f"The model's outputs {names} do not fit the contract: missing "
+                         f"{missing}, unknown {unknown} (expected {[s.name for s in OUTPUTS]} "
+                         f"and optionally {[s.name for s in OPTIONAL_OUTPUTS]})")
+    return OUTPUTS + tuple(spec for spec in OPTIONAL_OUTPUTS if spec.name in names)

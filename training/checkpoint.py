@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,31 @@ def save_checkpoint(path: str | Path, model: MargiPose, **extra: Any) -> None:
     tmp.replace(path)  # never leave a half-written checkpoint behind
 
 
-def load_checkpoint(path: str | Path) -> tuple[MargiPose, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights; returns (model, payload)."""
+def load_checkpoint(path: str | Path, add_visibility: bool = False
+                    ) -> tuple[MargiPose, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights; returns (model, payload).
+
+    `add_visibility` gives a model saved without a visibility head a freshly initialised one
+    (every other weight loads; only the head's may be missing)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if "model_config" not in payload or "state_dict" not in payload:
         raise ValueError(
             f"{path} is not a MargiPose checkpoint (it needs model_config and state_dict)"
         )
-    model = build_model(ModelConfig.from_dict(payload["model_config"]), pretrained=False)
-    model.load_state_dict(payload["state_dict"])
+    cfg = ModelConfig.from_dict(payload["model_config"])
+    if add_visibility and not cfg.visibility:
+        cfg = dataclasses.replace(cfg, visibility=True)
+        model = build_model(cfg, pretrained=False)
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        strays = [k for k in missing if not k.startswith("visibility.")] + list(unexpected)
+        if strays:
+            raise ValueError(f"{path} does not fit the model with a visibility head: "
+                             f"{strays[:5]} ...")
+        return model, payload
+    model = build_model(cfg, pretrained=False)
+    state = dict(payload["state_dict"])
+    if cfg.visibility and "visibility.temperature" not in state:
+        # saved before the head had its calibration temperature: uncalibrated, T = 1
+        state["visibility.temperature"] = torch.ones(())
+    model.load_state_dict(state)
     return model, payload

@@ -33,7 +33,13 @@ from torch.optim import Optimizer
 from tqdm import tqdm
 
 from training.camera import ndc_to_camera
-from training.losses import DEFAULT_TEACHER_DEPTH_WEIGHT, depth_weights, margipose_loss
+from training.losses import (
+    DEFAULT_TEACHER_DEPTH_WEIGHT,
+    DEFAULT_VISIBILITY_WEIGHT,
+    depth_weights,
+    margipose_loss,
+    visibility_loss,
+)
 from training.metrics import mpjpe, root_relative
 from training.model import MargiPose
 from training.schedule import OneCycle
@@ -118,6 +124,18 @@ class StepResult:
     jsd: float
     euclidean: float
     coords: Tensor  # (B_local, J, 3) this rank's last-chunk predictions, detached
+    visibility: float = math.nan  # the in-view loss (unweighted); NaN without a visibility head
+
+
+def _visibility_labels(batch: Batch, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The in-view labels and weights (B, J) of a batch; a batch without them (examples cut
+    before partial views existed) labels no joint."""
+    if "visible" in batch and "labelled" in batch:
+        return (batch["visible"].to(device, non_blocking=True),
+                batch["labelled"].to(device, non_blocking=True))
+    shape = tuple(batch["mask"].shape)
+    return (torch.zeros(shape, dtype=torch.bool, device=device),
+            torch.zeros(shape, dtype=torch.bool, device=device))
 
 
 def train_step(
@@ -129,44 +147,61 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     accum_steps: int = 1,
     teacher_depth_weight: float = DEFAULT_TEACHER_DEPTH_WEIGHT,
+    visibility_weight: float = DEFAULT_VISIBILITY_WEIGHT,
 ) -> StepResult:
-    """One optimiser step on this rank's share of a global batch, in `accum_steps` chunks."""
+    """One optimiser step on this rank's share of a global batch, in `accum_steps` chunks.
+
+    A model with a visibility head adds `visibility_weight` x the in-view loss (a mean over the
+    labelled joints of the global batch) to the pose loss."""
     images, target, has_depth, mask = _to_device(batch, device, teacher_depth_weight)
+    visible, labelled = _visibility_labels(batch, device)
     if images.shape[0] % accum_steps:
         raise ValueError(f"A batch of {images.shape[0]} does not split into {accum_steps} chunks")
     inner = unwrap(model)
+    has_head = inner.visibility is not None
     world = _world()
-    chunks = list(zip(*(t.chunk(accum_steps) for t in (images, target, has_depth, mask)),
+    chunks = list(zip(*(t.chunk(accum_steps)
+                        for t in (images, target, has_depth, mask, visible, labelled)),
                       strict=True))
     # Valid pairs per chunk and over the global batch: loss_k * max(c_k, 1) is chunk k's sum
     # (0 when c_k = 0), so summing loss_k * max(c_k, 1) / max(C, 1) over every chunk of every
-    # rank gives the global masked mean. DDP averages gradients, hence the extra x world.
-    counts = torch.stack([m.float().sum() for *_, m in chunks])  # (accum_steps,)
+    # rank gives the global masked mean. DDP averages gradients, hence the extra x world. The
+    # in-view loss is weighted the same way by its own counts (labelled joints).
+    counts = torch.stack([c[3].float().sum() for c in chunks])  # (accum_steps,)
     total = _all_reduce_sum(counts.sum().clone()).clamp(min=1)
+    vis_counts = torch.stack([c[5].float().sum() for c in chunks])
+    vis_total = _all_reduce_sum(vis_counts.sum().clone()).clamp(min=1)
     optimiser.zero_grad(set_to_none=True)
-    # loss, jsd, euclidean (global means once reduced), in the loss's dtype: float32, or
-    # float64 for a float64 model, whose loss is then reported unrounded
+    # loss, jsd, euclidean, visibility (global means once reduced), in the loss's dtype:
+    # float32, or float64 for a float64 model, whose loss is then reported unrounded
     dtype = torch.promote_types(next(inner.parameters()).dtype, torch.float32)
-    sums = torch.zeros(3, device=device, dtype=dtype)
+    sums = torch.zeros(4, device=device, dtype=dtype)
     coords = target
-    for k, (x, t, d, m) in enumerate(chunks):
+    for k, (x, t, d, m, v, lab) in enumerate(chunks):
         last = k == len(chunks) - 1
         sync = (contextlib.nullcontext() if last or world == 1 else model.no_sync())
         with sync:
             with _autocast(device, amp):
-                coords, stages = model(normalise_images(x, inner))
+                coords, stages, logits = model(normalise_images(x, inner))
             loss, parts = margipose_loss(stages, t, d, m, use_jsd=inner.cfg.use_jsd)
             share = counts[k].clamp(min=1) / total
             scaled = loss * (share * world) if (world > 1 or accum_steps > 1) else loss
+            vis = torch.zeros((), device=device, dtype=dtype)
+            vis_share = vis_counts[k].clamp(min=1) / vis_total
+            if logits is not None:
+                vis = visibility_loss(logits, v, lab)
+                split = world > 1 or accum_steps > 1
+                scaled = scaled + visibility_weight * (vis * (vis_share * world) if split else vis)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        sums += torch.stack([loss.detach(), parts["jsd"], parts["euclidean"]]) * share
+        sums += torch.stack([loss.detach() * share, parts["jsd"] * share,
+                             parts["euclidean"] * share, vis.detach().to(dtype) * vis_share])
     if scaler is not None:
         scaler.step(optimiser)
         scaler.update()
     else:
         optimiser.step()
-    loss_, jsd, euc = _all_reduce_sum(sums).tolist()
-    return StepResult(loss_, jsd, euc, coords.detach())
+    loss_, jsd, euc, vis_ = _all_reduce_sum(sums).tolist()
+    return StepResult(loss_, jsd, euc, coords.detach(), vis_ if has_head else math.nan)
 
 
 def train_steps(
@@ -184,6 +219,7 @@ def train_steps(
     progress: bool = False,
     desc: str = "train",
     teacher_depth_weight: float = DEFAULT_TEACHER_DEPTH_WEIGHT,
+    visibility_weight: float = DEFAULT_VISIBILITY_WEIGHT,
 ) -> list[float]:
     """Train on every batch of `batches`; the i-th uses the 1-based count first_step + i + 1.
 
@@ -199,7 +235,7 @@ def train_steps(
         step = first_step + i + 1
         lr, momentum = schedule.apply(optimiser, step)
         result = train_step(model, batch, optimiser, device, amp, scaler, accum_steps,
-                            teacher_depth_weight)
+                            teacher_depth_weight, visibility_weight)
         if not math.isfinite(result.loss):
             raise FloatingPointError(f"Loss became {result.loss} at step {step}")
         losses.append(result.loss)
@@ -211,6 +247,8 @@ def train_steps(
             scalars = {"train/loss": result.loss, "train/jsd": result.jsd,
                        "train/euclidean": result.euclidean, "train/lr": lr,
                        "train/momentum": momentum, "train/images_per_s": images_per_s}
+            if math.isfinite(result.visibility):
+                scalars["train/visibility"] = result.visibility
             last_chunk = batch_slice(batch, len(batch["image"]) - len(result.coords))
             errors = batch_mpjpe(result.coords, last_chunk)
             if len(errors):
@@ -283,7 +321,7 @@ def evaluate(
         for batch in loader:
             images, target, has_depth, mask = _to_device(batch, device, teacher_depth_weight)
             with _autocast(device, amp):
-                coords, stages = inner(normalise_images(images, inner))
+                coords, stages, _ = inner(normalise_images(images, inner))
             loss, _ = margipose_loss(stages, target, has_depth, mask, use_jsd=inner.cfg.use_jsd)
             pairs = float(mask.float().sum())
             errors = batch_mpjpe(coords, batch)
@@ -353,7 +391,7 @@ def predict_figure(model: nn.Module, batch: Batch, device: torch.device) -> Imag
     inner.eval()
     try:
         image = batch["image"][:1].to(device)
-        coords, stages = inner(normalise_images(image, inner))
+        coords, stages, _ = inner(normalise_images(image, inner))
     finally:
         inner.train(was_training)
     return heatmap_figure(batch["image"][0], [m[0] for m in stages[-1]], coords[0])

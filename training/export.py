@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from posecontract.layout import INPUT, INPUT_SIZE, OUTPUTS
+from posecontract.layout import INPUT, INPUT_SIZE, model_outputs
 from posecontract.skeleton import JOINT_NAMES, PARENTS
 from posecontract.torchscript import load as load_torchscript
 from posecontract.torchscript import store_float16
@@ -74,9 +74,33 @@ class ServingModel(nn.Module):
         torch._assert(image.dim() == 4 and image.shape[1] == 3,
                       "expected uint8 images of shape (N, 3, 256, 256)")
         x = (image.to(self.mean.dtype) - self.mean) / self.std
-        coords, stages = self.model(x)
+        coords, stages, _ = self.model(x)
         xy, zy, xz = stages[-1]
         return coords, coord_spread(xy, zy, xz), xy, zy, xz
+
+
+class VisibleServingModel(ServingModel):
+    """ServingModel of a model with a visibility head: the five outputs and `visibility`, the
+    in-view probability per joint (the sigmoid of the head's calibrated logits)."""
+
+    def __init__(self, model: MargiPose):
+        super().__init__(model)
+        if model.visibility is None:
+            raise ValueError("VisibleServingModel needs a model with a visibility head")
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        torch._assert(image.dim() == 4 and image.shape[1] == 3,
+                      "expected uint8 images of shape (N, 3, 256, 256)")
+        x = (image.to(self.mean.dtype) - self.mean) / self.std
+        coords, stages, logits = self.model(x)
+        xy, zy, xz = stages[-1]
+        assert logits is not None  # the head is there (checked above); refines the Optional
+        return coords, coord_spread(xy, zy, xz), xy, zy, xz, torch.sigmoid(logits)
+
+
+def serving_model(model: MargiPose) -> ServingModel:
+    """The serving wrapper that fits `model`: with the in-view output if it has the head."""
+    return VisibleServingModel(model) if model.visibility is not None else ServingModel(model)
 
 
 @dataclass
@@ -161,7 +185,7 @@ def model_card(model: MargiPose, name: str, version: int, extra: dict[str, Any])
         "parents": list(PARENTS),
         "input": {"name": INPUT.name, "dtype": INPUT.dtype, "dims": list(INPUT.dims)},
         "outputs": [{"name": o.name, "key": o.key, "dtype": o.dtype, "dims": list(o.dims)}
-                    for o in OUTPUTS],
+                    for o in model_outputs(model.visibility is not None)],
         **pretrained,
         **extra,
     }
@@ -169,7 +193,7 @@ def model_card(model: MargiPose, name: str, version: int, extra: dict[str, Any])
 
 def to_torchscript(model: MargiPose) -> torch.jit.ScriptModule:
     """Script and freeze the serving wrapper (BN folded into convolutions)."""
-    wrapper = ServingModel(model).eval()
+    wrapper = serving_model(model).eval()
     # Triton's libtorch backend serves TorchScript only, so we keep scripting although
     # torch 2.13 marks torch.jit deprecated in favour of torch.export (see pyproject's
     # filterwarnings).
@@ -197,8 +221,8 @@ def script_and_check(model: MargiPose,
                            generator=g)
     scripted = script(model)
     exact = copy.deepcopy(model).double().eval()
-    eager64 = _outputs(ServingModel(exact).eval(), images)
-    eager32 = _outputs(ServingModel(model).eval(), images)
+    eager64 = _outputs(serving_model(exact).eval(), images)
+    eager32 = _outputs(serving_model(model).eval(), images)
     scripted32 = _outputs(scripted, images)
     parity = Parity(
         float32=_max_diff(scripted32, eager32),
@@ -262,20 +286,22 @@ def export(model: MargiPose, repository: str | Path, name: str, version: int = 1
     card_json = json.dumps(card, indent=2)
     torch.jit.save(scripted, str(model_path), _extra_files={CARD_FILE: card_json})
     config_path = model_dir / "config.pbtxt"
-    config_path.write_text(render_config(name, options or ServingOptions()))
+    outputs = model_outputs(model.visibility is not None)
+    config_path.write_text(render_config(name, options or ServingOptions(), outputs))
     result = ExportResult(model_path, config_path, parity, model_path.stat().st_size, weights,
                           moved)
     if onnx:
         result.onnx_path, result.onnx_parity = _export_onnx(model, version_dir / "model.onnx",
                                                             weights, card_json)
-        result.onnx_config_path = write_onnx_model(Path(repository), name, options)
+        result.onnx_config_path = write_onnx_model(Path(repository), name, options,
+                                                   outputs=outputs)
     return result
 
 
 def _export_onnx(model: MargiPose, path: Path, weights: str, card_json: str
                  ) -> tuple[Path, OnnxParity]:
     """model.onnx beside model.pt; raise if ONNX Runtime does not compute the model."""
-    serving = ServingModel(model).eval()
+    serving = serving_model(model).eval()
     export_onnx.to_onnx(serving, path)
     scripted = load_torchscript(path.with_name("model.pt"))
     parity = export_onnx.onnx_parity(serving, path, scripted)
@@ -337,18 +363,19 @@ def onnx_beside(model: MargiPose, model_pt: Path) -> tuple[Path, OnnxParity]:
     g = torch.Generator().manual_seed(3)
     images = torch.randint(0, 256, (2, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8,
                            generator=g)
-    eager = _outputs(ServingModel(model).eval(), images)
+    eager = _outputs(serving_model(model).eval(), images)
     moved = _max_diff(_outputs(shipped, images), eager)
     if weights == "float16":
         bound = FLOAT16_COORD_TOLERANCE
     else:  # the bound export() held model.pt to, against the float64 model
-        exact = _outputs(ServingModel(copy.deepcopy(model).double()).eval(), images)
+        exact = _outputs(serving_model(copy.deepcopy(model).double()).eval(), images)
         bound = 2 * max(ROUNDING_FACTOR * _max_diff(eager, exact), ROUNDING_FLOOR)
     if not moved <= bound:
         raise RuntimeError(f"{model_pt} is not this checkpoint's export: outputs differ by "
                            f"{moved:.3g} (> {bound:.3g})")
     path, parity = _export_onnx(model, model_pt.with_name("model.onnx"), weights, card_json)
-    write_onnx_model(model_pt.parents[2], model_pt.parents[1].name)
+    write_onnx_model(model_pt.parents[2], model_pt.parents[1].name,
+                     outputs=model_outputs(model.visibility is not None))
     return path, parity
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from posecontract.layout import INPUT, INPUT_SIZE, OUTPUTS
+from posecontract.layout import INPUT, INPUT_SIZE, model_outputs, outputs_named
 from posecontract.onnx_session import open_session
 
 OPSET = 18
@@ -33,16 +33,18 @@ MIN_ELEMENTS = 1024  # smaller initializers stay float32 (as in posecontract.tor
 
 
 def to_onnx(serving: torch.nn.Module, path: str | Path) -> Path:
-    """Write the serving wrapper (uint8 images -> the contract's outputs) to `path`."""
+    """Write the serving wrapper (uint8 images -> the contract's outputs, with `visibility`
+    when the wrapped model has the head) to `path`."""
     path = Path(path)
     example = torch.zeros((2, *INPUT.dims), dtype=torch.uint8)
+    outputs = model_outputs(getattr(serving.model, "visibility", None) is not None)
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     with warnings.catch_warnings():
         # torch.export's own internals warn (pytree deprecations); they are not about our model.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         torch.onnx.export(serving.eval(), (example,), str(path), dynamo=True,
-                          input_names=[INPUT.name], output_names=[o.name for o in OUTPUTS],
+                          input_names=[INPUT.name], output_names=[o.name for o in outputs],
                           dynamic_shapes=({0: batch},), opset_version=OPSET,
                           external_data=False, optimize=True, verbose=False)
     return path
@@ -55,7 +57,9 @@ def session(path: str | Path | bytes, threads: int = 0):
 
 
 def run_session(sess, images: np.ndarray) -> tuple[np.ndarray, ...]:
-    return tuple(sess.run([o.name for o in OUTPUTS], {INPUT.name: images}))
+    """The session's contract outputs in contract order (five, or six with `visibility`)."""
+    outputs = outputs_named(o.name for o in sess.get_outputs())
+    return tuple(sess.run([o.name for o in outputs], {INPUT.name: images}))
 
 
 @dataclass

@@ -152,3 +152,22 @@ def margipose_loss(
     }
     components.update({f"stage{i}": t for i, t in enumerate(stage_totals)})
     return loss, components
+
+
+# Weight of the in-view loss beside the pose loss (both are per-joint means of order 0.1-1).
+DEFAULT_VISIBILITY_WEIGHT = 1.0
+
+
+def visibility_loss(logits: Tensor, visible: Tensor, labelled: Tensor) -> Tensor:
+    """Binary cross-entropy of the in-view logits (B, J) against `visible` (B, J) bool, a mean
+    over the `labelled` (B, J) joints (the only ones whose visibility is known); 0 when none.
+
+    Computed in float32 or wider. The logits of unlabelled joints get no gradient."""
+    if logits.shape != visible.shape or logits.shape != labelled.shape:
+        raise ValueError(f"Visibility logits {tuple(logits.shape)}, labels "
+                         f"{tuple(visible.shape)} and weights {tuple(labelled.shape)} must agree")
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    weight = labelled.to(dtype)
+    per_joint = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.to(dtype), visible.to(dtype), reduction="none")
+    return (per_joint * weight).sum() / weight.sum().clamp(min=1)

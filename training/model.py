@@ -7,6 +7,10 @@ permutation"), and back up to one 32x32 logit map per joint. Every stage after t
 1x1 projection of the previous stage's softmaxed maps to a cumulative input. Soft-argmax of the
 last stage gives normalised (x, y, z); see `training.heatmaps` for the grid convention.
 
+With `visibility`, a small head also says per joint whether it is in view (`VisibilityHead`):
+it pools features under the joint's own final xy heatmap, so it judges what is at the place the
+model puts the joint (black beyond an image border, an occluder, the person).
+
 Trunks: `inceptionv4` (the paper: truncated Inception-v4 with 'same' padding),
 `efficientnet-lite0` (CPU-friendly; stride-16 features upsampled and merged with stride-8 ones)
 and `blazepose-{lite,full,heavy}` (MediaPipe BlazePose's landmark network, pose-trained on real
@@ -19,6 +23,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +56,7 @@ class ModelConfig:
     input_mean: tuple[float, float, float] = IMAGENET_MEAN  # per channel, in 0..1 units
     input_std: tuple[float, float, float] = IMAGENET_STD
     name: str = field(default="margipose")
+    visibility: bool = False            # a per-joint in-view head (`VisibilityHead`)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -409,8 +415,41 @@ class RefineStage(nn.Module):
         return running, self.heads(running)
 
 
+class VisibilityHead(nn.Module):
+    """Per-joint in-view logits (B, J) from the final features and the final xy maps.
+
+    Two 3x3 conv-BN-ReLU layers turn the running features (B, F, 32, 32) into C channels; each
+    joint reads them through its own softmaxed xy heatmap (an expectation of the features at
+    the joint's predicted place, (B, J, C)) beside the crop's mean features (B, C); a per-joint
+    linear map of both gives the logit. All of it is convolution, matrix product and mean, so
+    it exports to ONNX and TorchScript as the heads do.
+
+    The logits are divided by `temperature` (a buffer, 1 while training), which calibration
+    fits afterwards on training-split crops (`training.visibility`), so a checkpoint or an export
+    carries its calibration with it.
+    """
+
+    def __init__(self, feat: int, n_joints: int, channels: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(ConvBN(feat, channels, 3), ConvBN(channels, channels, 3))
+        self.local = nn.Parameter(torch.zeros(n_joints, channels))
+        self.context = nn.Parameter(torch.zeros(n_joints, channels))
+        self.bias = nn.Parameter(torch.zeros(n_joints))
+        self.register_buffer("temperature", torch.ones(()))
+
+    def forward(self, running: Tensor, xy: Tensor) -> Tensor:
+        g = self.features(running)  # (B, C, H, W)
+        flat = g.flatten(2)  # (B, C, HW)
+        at_joint = torch.matmul(xy.flatten(2).to(flat.dtype), flat.transpose(1, 2))  # (B, J, C)
+        context = flat.mean(dim=2)  # (B, C)
+        logits = ((at_joint * self.local).sum(-1) + torch.matmul(context, self.context.t())
+                  + self.bias)
+        return logits / self.temperature
+
+
 class MargiPose(nn.Module):
-    """The MargiPose network. forward(images) -> (coords (B, J, 3), per-stage maps)."""
+    """The MargiPose network. forward(images) -> (coords (B, J, 3), per-stage maps, in-view
+    logits (B, J) or None without a visibility head)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -434,23 +473,32 @@ class MargiPose(nn.Module):
                              f"or one of {', '.join(BLAZEPOSE_TRUNKS)}")
         self.first = Heads(cfg)
         self.refine = nn.ModuleList(RefineStage(cfg) for _ in range(cfg.n_stages - 1))
+        self.visibility = (VisibilityHead(cfg.feat_channels, cfg.n_joints) if cfg.visibility
+                           else None)
         if isinstance(self.trunk, BlazePoseTrunk):
             # The body arrives with BlazePose's weights: initialise everything else.
-            for part in (self.trunk.adapt, self.first, self.refine):
-                _init_parameters(part)
+            for part in (self.trunk.adapt, self.first, self.refine, self.visibility):
+                if part is not None:
+                    _init_parameters(part)
         else:
             _init_parameters(self)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
+    def forward(self, images: Tensor
+                ) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]], Tensor | None]:
         """images: (B, 3, 256, 256) normalised floats. Returns the last stage's coordinates
-        (B, J, 3) in (-1, 1) and every stage's softmaxed (xy, zy, xz) maps (B, J, 32, 32)."""
+        (B, J, 3) in (-1, 1), every stage's softmaxed (xy, zy, xz) maps (B, J, 32, 32) and the
+        in-view logits (B, J) (None without a visibility head)."""
         running = self.trunk(images)  # (B, F, 32, 32)
         maps = self.first(running)
         stages = [maps]
         for stage in self.refine:
             running, maps = stage(running, maps)
             stages.append(maps)
-        return coords_from_marginals(maps[0], maps[1], maps[2]), stages
+        in_view = torch.jit.annotate(Optional[Tensor], None)  # noqa: UP045 (TorchScript)
+        if self.visibility is not None:
+            in_view = self.visibility(running, maps[0].detach())  # the in-view loss
+            # reads the final heatmaps but does not train them
+        return coords_from_marginals(maps[0], maps[1], maps[2]), stages, in_view
 
 
 class _FixedBatchNorm2d(nn.BatchNorm2d):

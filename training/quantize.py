@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posecontract.layout import INPUT
+from posecontract.layout import INPUT, outputs_named
 from posecontract.triton import ServingOptions, write_onnx_config
 from training.export import CARD_FILE
 
@@ -191,7 +191,11 @@ def quantize_command(argv: list[str] | None = None) -> Path:
     out = args.repository / args.name / str(args.version) / "model.onnx"
     quantize(args.model, out, crops, args.method,
              {"calibration_sources": [f"{n}:{c}" for n, c in sources]}, args.keep_float)
-    write_onnx_config(args.repository, args.name, ServingOptions())
+    import onnx
+
+    names = [o.name for o in onnx.load(str(out), load_external_data=False).graph.output]
+    write_onnx_config(args.repository, args.name, ServingOptions(),
+                      outputs=outputs_named(names))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), calibrated on {len(crops)} crops")
     return out
 

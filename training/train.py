@@ -36,10 +36,11 @@ from training.data.mixed import (
     evaluation_keys,
     split_batch,
 )
+from training.data.partial import PartialView
 from training.data.sample import SampleSource
 from training.data.transforms import make_example
 from training.engine import evaluate, predict_figure, train_one_epoch, unwrap
-from training.losses import DEFAULT_TEACHER_DEPTH_WEIGHT
+from training.losses import DEFAULT_TEACHER_DEPTH_WEIGHT, DEFAULT_VISIBILITY_WEIGHT
 from training.model import FREEZABLE, VARIANTS, build_model, freeze, variant_config
 from training.schedule import LOW_LR_FRACTION, MOMENTUM_HIGH, OneCycle
 
@@ -50,10 +51,12 @@ CHECKPOINT_NAME = "last.pt"
 # Arguments that define the run: a resumed run must agree on them to continue the same run.
 RUN_DEFINING = ("variant", "train", "epochs", "steps_per_epoch", "batch_size", "source_counts",
                 "lr_max", "seed", "n_stages", "no_axis_permutation", "no_jsd", "freeze",
-                "teacher_depth_weight", "init", "trunk_body_lr_scale")
+                "teacher_depth_weight", "init", "trunk_body_lr_scale", "visibility",
+                "cut_prob", "occluder_prob", "visibility_weight")
 # Run-defining arguments added later: a checkpoint saved before one existed (so trained without
 # what it switches) resumes under any value.
-ADDED_LATER = ("teacher_depth_weight", "trunk_body_lr_scale")
+ADDED_LATER = ("teacher_depth_weight", "trunk_body_lr_scale", "visibility", "cut_prob",
+               "occluder_prob", "visibility_weight")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -106,6 +109,18 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="weight in [0, 1] of the depth loss of samples whose depth is a "
                         "teacher's estimate (real2d3d-*; ground truth weighs 1, 0 trains them "
                         f"as 2D-only; default {DEFAULT_TEACHER_DEPTH_WEIGHT})")
+    p.add_argument("--visibility", action="store_true",
+                   help="add the per-joint in-view head (with --init from a model without one, "
+                        "the head starts fresh and everything else loads)")
+    p.add_argument("--visibility-weight", type=float, default=DEFAULT_VISIBILITY_WEIGHT,
+                   metavar="W", help="weight of the in-view loss beside the pose loss "
+                                     f"(default {DEFAULT_VISIBILITY_WEIGHT})")
+    p.add_argument("--cut-prob", type=float, default=0.0, metavar="P",
+                   help="probability that a training example's body is cut by a simulated image "
+                        "border (head and shoulders, waist-up, knees-up, a side; default 0)")
+    p.add_argument("--occluder-prob", type=float, default=0.0, metavar="P",
+                   help="probability that an occluder hides part of a training example's body "
+                        "(default 0)")
     return p
 
 
@@ -333,9 +348,11 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
                                      "use_jsd": not args.no_jsd}
         if args.n_stages is not None:
             overrides["n_stages"] = args.n_stages
+        if args.visibility:
+            overrides["visibility"] = True
         cfg = variant_config(args.variant, **overrides)
         if args.init is not None:
-            model, _ = load_checkpoint(args.init)
+            model, _ = load_checkpoint(args.init, add_visibility=args.visibility)
             if model.cfg != cfg:
                 raise ValueError(f"--init {args.init} holds a {model.cfg.name} model configured "
                                  f"{model.cfg}, not the --variant and ablations asked for: {cfg}")
@@ -376,7 +393,8 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
             raise ValueError(f"Checkpoint sampler {payload['sampler']} does not match this run")
         start_epoch = int(payload["epoch"])
         set_rng_state(payload["rng"])
-    loader = DataLoader(MixedDataset(sources, args.seed), batch_sampler=sampler,
+    partial = PartialView(args.cut_prob, args.occluder_prob)
+    loader = DataLoader(MixedDataset(sources, args.seed, partial=partial), batch_sampler=sampler,
                         num_workers=args.workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     val_loader = None
@@ -403,7 +421,8 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
                 net, loader, optimiser, schedule, device, epoch, args.steps_per_epoch,
                 amp=amp, scaler=scaler, accum_steps=args.accum_steps, logger=logger,
                 log_every=args.log_every, progress=job.is_main,
-                teacher_depth_weight=args.teacher_depth_weight)
+                teacher_depth_weight=args.teacher_depth_weight,
+                visibility_weight=args.visibility_weight)
             losses += epoch_losses
             step = (epoch + 1) * args.steps_per_epoch
             last = epoch + 1 == args.epochs

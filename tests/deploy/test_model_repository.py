@@ -9,9 +9,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from posecontract.layout import INPUT, OUTPUTS
+from posecontract.layout import INPUT, outputs_named
 from posecontract.triton import (
     ServingOptions,
+    config_outputs,
     render_config,
     render_cpu_twin_config,
     render_onnx_config,
@@ -33,7 +34,10 @@ def test_committed_config_is_rendered_from_the_contract(config):
     onnx = 'platform: "onnxruntime_onnx"' in config.read_text()
     # Not hand-edited: byte for byte what `margipose-export` writes for this model.
     render = render_onnx_config if onnx else render_config
-    assert config.read_text() == render(name, ServingOptions())
+    # The outputs are those of the model Triton loads (the newest version): five, or six with
+    # the visibility head (margipose-lite 4 on).
+    outputs = config_outputs(config.read_text())
+    assert config.read_text() == render(name, ServingOptions(), outputs=outputs)
     parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
     assert parsed.name == name
     assert parsed.platform == ("onnxruntime_onnx" if onnx else "pytorch_libtorch")
@@ -45,8 +49,29 @@ def test_committed_config_is_rendered_from_the_contract(config):
             p.is_symlink() and os.readlink(p) == f"../{torch_model}/{p.name}"
             and (p / "model.onnx").is_file() for p in versions)
     assert [i.name for i in parsed.input] == [INPUT.name]
-    assert [o.name for o in parsed.output] == [s.name for s in OUTPUTS]
+    assert [o.name for o in parsed.output] == [s.name for s in outputs]
+    newest = max((p for p in config.parent.iterdir() if p.name.isdigit()),
+                 key=lambda p: int(p.name))
+    assert [o.name for o in parsed.output] == _card_outputs(newest)
     assert parsed.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+def _card_outputs(version: Path) -> list[str]:
+    """The output names a version's model card lists (model.pt's extra file, else model.onnx's
+    metadata)."""
+    import json
+
+    import onnx
+    import torch
+
+    if (version / "model.pt").is_file():
+        files = {"model.json": ""}
+        torch.jit.load(str(version / "model.pt"), _extra_files=files)
+        text = files["model.json"]
+    else:
+        meta = onnx.load(str(version / "model.onnx"), load_external_data=False).metadata_props
+        text = {p.key: p.value for p in meta}["model.json"]
+    return [o["name"] for o in json.loads(text)["outputs"]]
 
 
 # Each model once: the `<name>-onnx` version folders are links to `<name>`'s.
@@ -74,7 +99,8 @@ def test_committed_model_honours_the_contract(path):
     images = torch.zeros((2, *INPUT.dims), dtype=torch.uint8)
     with torch.inference_mode():
         outputs = model(images)
-    assert [tuple(t.shape[1:]) for t in outputs] == [tuple(s.dims) for s in OUTPUTS]
+    specs = outputs_named(o["name"] for o in card["outputs"])
+    assert [tuple(t.shape[1:]) for t in outputs] == [tuple(s.dims) for s in specs]
     coords = outputs[0]
     assert torch.isfinite(coords).all() and coords.abs().max() <= 1
 
@@ -145,7 +171,8 @@ def test_committed_onnx_computes_what_its_model_pt_computes(path):
         # and checked ONNX's against the float32 model too; two such roundings are allowed
         # twice the card's figure apart (measured here for version 3: 2.8e-4).
         tolerance = 2 * card["weight_storage"]["max_coord_diff_vs_float32"]
-    for spec, g, w in zip(OUTPUTS, got, want, strict=True):
+    for spec, g, w in zip(outputs_named(o["name"] for o in card["outputs"]), got, want,
+                          strict=True):
         np.testing.assert_allclose(g, w, rtol=0, atol=tolerance, err_msg=spec.key)
 
 
@@ -223,7 +250,7 @@ def test_committed_int8_model_is_its_float_sources_model_quantized(path):
     images = _photo_crops()
     got = run_session(session(path, threads=2), images)
     want = run_session(session(source, threads=2), images)
-    for spec, g in zip(OUTPUTS, got, strict=True):
+    for spec, g in zip(outputs_named(o["name"] for o in card["outputs"]), got, strict=True):
         assert g.shape == (len(images), *spec.dims) and np.isfinite(g).all(), spec.key
     coords = np.abs(got[0] - want[0])
     # Measured on these crops (AVX-512 VNNI, ONNX Runtime and OpenVINO alike): 0.038 mean,

@@ -158,7 +158,7 @@ def test_margipose_on_the_blazepose_trunk(models_dir, tmp_path):
         # The body carries BlazePose's weights untouched; the adapter gives the heads' width.
         torch.testing.assert_close(model.trunk.body(x)[0], reference(x)[0], rtol=0, atol=0)
         assert model.trunk(x).shape == (2, cfg.feat_channels, 32, 32)
-        coords, stages = model(x)
+        coords, stages, _ = model(x)
     assert coords.shape == (2, 17, 3) and len(stages) == cfg.n_stages
     # Without `pretrained` the body is re-initialised.
     scratch = build_model(cfg, pretrained=False)

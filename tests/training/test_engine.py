@@ -61,7 +61,7 @@ def test_step_loss_is_the_margipose_loss_over_every_stage(batch: dict) -> None:
     # vs inference primitives) whose float32 rounding differs.
     model = _tiny(2).double().eval()
     with torch.no_grad():
-        _, stages = model(normalise_images(batch["image"], model))
+        _, stages, _ = model(normalise_images(batch["image"], model))
         expected, parts = margipose_loss(stages, batch["target"], batch["has_depth"],
                                          batch["mask"])
         last_only, _ = margipose_loss(stages[-1:], batch["target"], batch["has_depth"],
@@ -154,7 +154,7 @@ def test_evaluate_matches_a_direct_computation(batch: dict) -> None:
     assert model.training  # the mode is restored
     model.eval()
     with torch.no_grad():
-        coords, stages = model(normalise_images(batch["image"], model))
+        coords, stages, _ = model(normalise_images(batch["image"], model))
         loss, _ = margipose_loss(stages, batch["target"], batch["has_depth"], batch["mask"])
     errors = []
     for i in (0,):  # the 3D example
@@ -217,7 +217,7 @@ def test_evaluate_weighs_teacher_depth_as_training_does(batch: dict) -> None:
     model = _tiny(1).double().eval()
     teacher = _as_teacher(batch)
     with torch.no_grad():
-        _, stages = model(normalise_images(batch["image"], model))
+        _, stages, _ = model(normalise_images(batch["image"], model))
         weights = torch.tensor([1.0, 0.25], dtype=torch.float64)
         loss, _ = margipose_loss(stages, teacher["target"], weights, batch["mask"])
     totals = evaluate(model, [teacher], DEVICE, teacher_depth_weight=0.25)

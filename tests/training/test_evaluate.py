@@ -288,7 +288,7 @@ def test_model_predictor_feeds_the_model_its_normalised_crop(tiny_model):
     mean, std = serving.mean / 255, serving.std / 255
     assert torch.allclose(mean.flatten(), torch.tensor(tiny_model.cfg.input_mean).double())
     with torch.no_grad():
-        want, _ = model((images.permute(0, 3, 1, 2) - mean) / std)
+        want, _, _ = model((images.permute(0, 3, 1, 2) - mean) / std)
     assert got.shape == (3, 17, 3) and got.dtype == np.float64
     np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-9)
 

@@ -13,7 +13,7 @@ from training.heatmaps import (
     js_divergence,
     soft_argmax,
 )
-from training.losses import depth_weights, margipose_loss
+from training.losses import depth_weights, margipose_loss, visibility_loss
 
 B, J, N = 3, 5, 32
 
@@ -301,3 +301,23 @@ def test_depth_weights_pick_ground_truth_teacher_or_none() -> None:
         depth_weights(has_depth, teacher, 1.5)
     with pytest.raises(ValueError, match="both ground-truth and teacher depth"):
         depth_weights(has_depth, torch.tensor([True, False, False]), 0.5)
+
+
+def test_visibility_loss_is_the_mean_bce_over_labelled_joints() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 17, generator=g, dtype=torch.float64)
+    visible = torch.rand(3, 17, generator=g) < 0.6
+    labelled = torch.rand(3, 17, generator=g) < 0.8
+    p = torch.sigmoid(logits)
+    bce = -(visible * p.log() + (~visible) * (1 - p).log())
+    want = bce[labelled].mean()
+    got = visibility_loss(logits, visible, labelled)
+    assert got.dtype == torch.float64 and torch.allclose(got, want, rtol=1e-12)
+    # unlabelled joints get no gradient
+    leaf = logits.clone().requires_grad_(True)
+    visibility_loss(leaf, visible, labelled).backward()
+    assert (leaf.grad[~labelled] == 0).all() and (leaf.grad[labelled] != 0).all()
+    nothing = torch.zeros(3, 17, dtype=torch.bool)
+    assert visibility_loss(logits, visible, nothing) == 0
+    with pytest.raises(ValueError, match="must agree"):
+        visibility_loss(logits, visible[:2], labelled)

@@ -94,8 +94,8 @@ def test_forward_outputs_every_stage_and_is_pure():
     images = torch.randn(2, 3, 256, 256)
     before = set(model.state_dict())
     with torch.no_grad():
-        coords, stages = model(images)
-        again, _ = model(images)
+        coords, stages, _ = model(images)
+        again, _, _ = model(images)
     assert coords.shape == (2, NUM_JOINTS, 3)
     assert len(stages) == 3
     for maps in stages:
@@ -112,7 +112,7 @@ def test_forward_outputs_every_stage_and_is_pure():
 
 def test_every_parameter_gets_a_gradient():
     model = build_model(tiny(), pretrained=False).train()
-    coords, stages = model(torch.randn(2, 3, 256, 256))
+    coords, stages, _ = model(torch.randn(2, 3, 256, 256))
     loss = coords.sum() + sum(m.square().sum() for maps in stages for m in maps)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -169,3 +169,33 @@ def test_freeze_fixes_the_stride8_trunk_only() -> None:
     plain.load_state_dict(model.state_dict())
     with pytest.raises(ValueError, match="Unknown part 'all' to freeze; choose one of"):
         freeze(model, "all")
+
+
+def test_visibility_head_gives_one_logit_per_joint_and_reads_the_final_xy_map():
+    model = build_model(tiny(visibility=True), pretrained=False).train()
+    coords, stages, logits = model(torch.randn(2, 3, 256, 256))
+    assert logits.shape == (2, NUM_JOINTS)
+    assert build_model(tiny(), pretrained=False)(torch.randn(1, 3, 256, 256))[2] is None
+    # Trained alone, the in-view loss reaches the head and the features, not the final heads
+    # that draw the maps it reads.
+    logits.square().sum().backward()
+    head = [p.grad for p in model.visibility.parameters()]
+    assert all(g is not None for g in head)
+    final = model.refine[-1].heads
+    assert all(p.grad is None for p in final.parameters())
+
+
+def test_a_checkpoint_without_a_head_loads_with_a_fresh_one(tmp_path):
+    model = build_model(tiny(), pretrained=False).eval()
+    save_checkpoint(tmp_path / "ck.pt", model)
+    grown, _ = load_checkpoint(tmp_path / "ck.pt", add_visibility=True)
+    assert grown.cfg.visibility and grown.visibility is not None
+    mine = grown.state_dict()
+    assert all(torch.equal(v, mine[k]) for k, v in model.state_dict().items())
+    plain, _ = load_checkpoint(tmp_path / "ck.pt")
+    assert plain.visibility is None
+    payload = torch.load(tmp_path / "ck.pt", weights_only=True)
+    del payload["state_dict"]["first.xy.down.0.main.0.weight"]  # only the head may be missing
+    torch.save(payload, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="does not fit"):
+        load_checkpoint(tmp_path / "broken.pt", add_visibility=True)

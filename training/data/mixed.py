@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from training.data.partial import PartialView
 from training.data.sample import SampleSource
 from training.data.transforms import Example, example_rng, make_example, random_example
 
@@ -131,12 +132,14 @@ class RoundRobinBatchSampler:
 class MixedDataset(Dataset):
     """Examples of several sources addressed by draw keys (source, index, q)."""
 
-    def __init__(self, sources: Sequence[SampleSource], seed: int, augment: bool = True) -> None:
+    def __init__(self, sources: Sequence[SampleSource], seed: int, augment: bool = True,
+                 partial: PartialView | None = None) -> None:
         if not sources:
             raise ValueError("MixedDataset needs at least one source")
         self.sources = list(sources)
         self.seed = seed
         self.augment = augment
+        self.partial = partial
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
@@ -146,7 +149,8 @@ class MixedDataset(Dataset):
         sample = self.sources[source][index]
         if not self.augment:
             return make_example(sample)
-        return random_example(sample, example_rng(self.seed, _AUGMENTATION_STREAM, source, draw))
+        return random_example(sample, example_rng(self.seed, _AUGMENTATION_STREAM, source, draw),
+                              partial=self.partial)
 
 
 def evaluation_keys(size: int, rank: int = 0, world_size: int = 1) -> list[Key]:
@@ -159,10 +163,15 @@ def collate(examples: Sequence[Example]) -> dict[str, Any]:
 
     image (B, 3, 256, 256) uint8; target (B, 17, 3) float32; mask (B, 17) bool; has_depth (B,)
     bool; teacher_depth (B,) bool; z_ref (B,) float64; joints (B, 17, 3) float64 source camera
-    mm; crops: list of Crop.
+    mm; crops: list of Crop; labelled and visible (B, 17) bool where every example has them
+    (the visibility head's weights and labels).
     """
     if not examples:
         raise ValueError("Cannot collate an empty batch")
+    extra: dict[str, Any] = {}
+    if all(e.visible is not None and e.labelled is not None for e in examples):
+        extra = {"labelled": torch.stack([e.labelled for e in examples]),
+                 "visible": torch.stack([e.visible for e in examples])}
     return {
         "image": torch.stack([e.image for e in examples]),
         "target": torch.stack([e.target for e in examples]),
@@ -172,4 +181,5 @@ def collate(examples: Sequence[Example]) -> dict[str, Any]:
         "z_ref": torch.tensor([e.z_ref for e in examples], dtype=torch.float64),
         "joints": torch.from_numpy(np.stack([e.joints for e in examples])),
         "crops": [e.crop for e in examples],
+        **extra,
     }

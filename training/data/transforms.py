@@ -12,6 +12,12 @@ p = 0.3 and a factor U(0.8, 1.2), hue with p = 0.3 and a shift U(-0.1, 0.1) (in 
 colour wheel), applied in that order (Pillow's ImageEnhance Brightness -> Contrast -> Color,
 then the hue shift) to the 256 crop after the warp.
 
+Partial views (`training.data.partial`): with a `PartialView`, `random_example` also cuts some
+bodies by a simulated image border and hides some joints under occluders. Every example says
+which joints are in view (`Example.visible`: labelled, inside the crop and the source image, not
+cut off, not occluded); the position loss only sees joints in view among those it supervised
+before, and the visibility head learns `visible` on every labelled joint.
+
 Everything is a pure function of the sample and the parameters; `random_example` draws the
 parameters from a numpy Generator, so an example is reproducible from its generator's seed.
 """
@@ -35,6 +41,17 @@ from training.camera import (
     inside_crop,
     ndc_to_camera,
     sample_params,
+)
+from training.data.partial import (
+    MIN_VISIBLE,
+    Cut,
+    Occluder,
+    PartialView,
+    apply_cut,
+    apply_occluder,
+    cut_box,
+    draw_cut,
+    draw_occluder,
 )
 from training.data.sample import Sample
 from training.skeleton import flip_joint_order
@@ -60,8 +77,11 @@ class CropGeometry:
 
     crop: Crop
     target: np.ndarray  # (17, 3) float64 normalised coordinates, crop joint order
-    mask: np.ndarray  # (17,) bool, crop joint order
+    mask: np.ndarray  # (17,) bool, crop joint order: the position loss's joints
     z_ref: float  # root depth, mm (the crop steps never change depth)
+    labelled: np.ndarray  # (17,) bool, crop joint order: the sample labels the joint
+    visible: np.ndarray  # (17,) bool, crop joint order: labelled, inside the crop and the
+    # source image, and on the near side of the cut (occluders are judged after rendering)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,12 +91,15 @@ class Example:
     image: Tensor  # (3, 256, 256) uint8 RGB
     target: Tensor  # (17, 3) float32 normalised (x, y, z); z meaningless unless has_depth or
     # teacher_depth
-    mask: Tensor  # (17,) bool: labelled (and, for 2D-only samples, inside the crop)
+    mask: Tensor  # (17,) bool: labelled (and, for 2D-only samples, inside the crop), and not
+    # cut off or occluded: the joints whose positions the loss supervises
     has_depth: bool
     crop: Crop  # crop camera and maps from the source camera (for `to_camera`)
     z_ref: float  # ground-truth root depth, mm
     joints: np.ndarray  # (17, 3) float64 source camera-space joints, canonical order, mm
     teacher_depth: bool = False  # z targets are a teacher's estimate (has_depth False)
+    labelled: Tensor | None = None  # (17,) bool: the joints whose visibility is known
+    visible: Tensor | None = None  # (17,) bool: in view (see the module docstring)
 
     def to_camera(self, ndc: np.ndarray, z_ref: float | None = None) -> np.ndarray:
         """Map normalised joints (17, 3) predicted on this crop to source camera mm
@@ -128,9 +151,23 @@ def apply_colour(image: np.ndarray, colour: ColourParams) -> np.ndarray:
     return np.asarray(pil, dtype=np.uint8).copy()
 
 
-def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE) -> CropGeometry:
-    """The crop of `sample` under `params`, with its normalised targets and joint mask."""
-    crop = augmented_crop(sample.camera, sample.box, params, size)
+def _source_pixels(sample: Sample) -> np.ndarray:
+    """The joints' source pixels (17, 2); unlabelled NaN placeholders give NaN."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sample.camera.project(sample.joints)
+
+
+def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE,
+                  cut: Cut | None = None) -> CropGeometry:
+    """The crop of `sample` under `params`, with its normalised targets and joint masks.
+
+    With a `cut`, the person's box is re-framed around what the cut leaves (`cut_box`) and the
+    joints beyond it leave the position mask and the visible set."""
+    box = sample.box
+    uv = _source_pixels(sample)
+    if cut is not None:
+        box = cut_box(cut, uv, sample.mask)
+    crop = augmented_crop(sample.camera, box, params, size)
     joints = sample.joints
     missing = ~np.isfinite(joints).all(axis=-1)
     if missing.any():
@@ -142,11 +179,26 @@ def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE) ->
         joints = joints.copy()
         joints[missing] = joints[~missing].mean(axis=0)
     _, target, z_ref = crop_targets(joints, crop)
-    mask = flip_joint_order(sample.mask, axis=-1) if crop.flipped else sample.mask.copy()
+    width, height = sample.image.size
+    with np.errstate(invalid="ignore"):
+        in_view = (sample.mask & (uv[:, 0] >= 0) & (uv[:, 0] < width)
+                   & (uv[:, 1] >= 0) & (uv[:, 1] < height))
+    kept = np.ones_like(sample.mask) if cut is None else ~cut.beyond(np.nan_to_num(uv))
+    mask = sample.mask & kept
+    labelled = sample.mask.copy()
+    if crop.flipped:
+        mask, labelled = flip_joint_order(mask, axis=-1), flip_joint_order(labelled, axis=-1)
+        in_view, kept = flip_joint_order(in_view, axis=-1), flip_joint_order(kept, axis=-1)
     if not sample.has_depth:
         # 2D-only joints outside the crop are not supervised (3D sets keep them: reference).
         mask &= inside_crop(target)
-    return CropGeometry(crop, target, mask, z_ref)
+    visible = in_view & kept & inside_crop(target)
+    return CropGeometry(crop, target, mask, z_ref, labelled, visible)
+
+
+def crop_pixels(target: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """Normalised targets (17, 3) -> crop pixel positions (17, 2) (the crop edges at +-1)."""
+    return (np.asarray(target)[:, :2] + 1.0) * (size / 2)
 
 
 def make_example(
@@ -154,29 +206,68 @@ def make_example(
     params: CropParams | None = None,
     colour: ColourParams | None = None,
     size: int = INPUT_SIZE,
+    cut: Cut | None = None,
+    occluder: Occluder | None = None,
+    occluder_rng: np.random.Generator | None = None,
 ) -> Example:
-    """Cut the example of `sample` under crop and colour parameters (None: no augmentation)."""
-    geometry = crop_geometry(sample, params or CropParams(), size)
+    """Cut the example of `sample` under crop and colour parameters (None: no augmentation),
+    and optionally a border `cut` and an `occluder` (painted with `occluder_rng`'s noise)."""
+    geometry = crop_geometry(sample, params or CropParams(), size, cut)
     pixels = render_crop(sample.image, geometry.crop)  # (size, size, 3)
+    mask, visible = geometry.mask, geometry.visible
+    if cut is not None:
+        apply_cut(pixels, geometry.crop, cut)
+    if occluder is not None:
+        hidden = occluder.covers(crop_pixels(geometry.target, size))
+        apply_occluder(pixels, occluder, occluder_rng or np.random.default_rng(0))
+        mask, visible = mask & ~hidden, visible & ~hidden
     if colour is not None:
         pixels = apply_colour(pixels, colour)
     return Example(
         image=torch.from_numpy(pixels).permute(2, 0, 1).contiguous(),
         target=torch.from_numpy(geometry.target.astype(np.float32)),
-        mask=torch.from_numpy(geometry.mask),
+        mask=torch.from_numpy(mask),
         has_depth=sample.has_depth,
         crop=geometry.crop,
         z_ref=geometry.z_ref,
         joints=sample.joints,
         teacher_depth=sample.teacher_depth,
+        labelled=torch.from_numpy(geometry.labelled),
+        visible=torch.from_numpy(visible),
     )
 
 
-def random_example(sample: Sample, rng: np.random.Generator, size: int = INPUT_SIZE) -> Example:
-    """Cut an augmented example: crop parameters from the sample's family, then colour."""
+def partial_example(sample: Sample, params: CropParams | None, colour: ColourParams | None,
+                    partial: PartialView, rng: np.random.Generator,
+                    size: int = INPUT_SIZE) -> Example:
+    """An example that may show a partial body: a border cut with probability
+    `partial.cut_prob`, then an occluder with `partial.occluder_prob`, drawn from `rng` (a fixed
+    number of draws whichever fire). An occluder that would leave fewer than
+    `MIN_VISIBLE` joints in view is not painted."""
+    want_cut, want_occluder = rng.random(2) < (partial.cut_prob, partial.occluder_prob)
+    cut_rng, occluder_rng, paint_rng = rng.spawn(3)
+    cut = draw_cut(cut_rng, _source_pixels(sample), sample.mask) if want_cut else None
+    occluder = None
+    if want_occluder:
+        geometry = crop_geometry(sample, params or CropParams(), size, cut)
+        occluder = draw_occluder(occluder_rng, crop_pixels(geometry.target, size),
+                                 geometry.visible, size)
+        if occluder is not None:
+            hidden = occluder.covers(crop_pixels(geometry.target, size))
+            if int((geometry.visible & ~hidden).sum()) < MIN_VISIBLE:
+                occluder = None
+    return make_example(sample, params, colour, size, cut, occluder, paint_rng)
+
+
+def random_example(sample: Sample, rng: np.random.Generator, size: int = INPUT_SIZE,
+                   partial: PartialView | None = None) -> Example:
+    """Cut an augmented example: crop parameters from the sample's family, then colour, then
+    (with an active `partial`) a partial view."""
     params = sample_params(rng, sample.augmentation)
     colour = sample_colour(rng)
-    return make_example(sample, params, colour, size)
+    if partial is None or not partial.active:
+        return make_example(sample, params, colour, size)
+    return partial_example(sample, params, colour, partial, rng, size)
 
 
 def example_rng(seed: int, *key: int) -> np.random.Generator:

@@ -1,0 +1,294 @@
+"""Partial views, measured: how well a model says which joints are in view, and how well it
+places the ones that are.
+
+Two commands:
+
+    python -m training.visibility calibrate --checkpoint runs/vis/last.pt --data-root build \\
+        --sources synthetic-train:300 real2d3d-train:150 --out runs/vis/calibrated.pt
+    python -m training.visibility evaluate --model build/eval/v4/repo/margipose-lite/4/model.onnx \\
+        --data-root build --dataset synthetic-test --json build/eval/v4/partial_synthetic.json
+
+**The evaluation set** is fixed by the dataset and a seed: every sample of the (held-out) dataset
+is seen three times, on its reference box without crop augmentation: whole (`full`), cut by a
+border (`cut`, `training.data.partial.draw_cut`, the box re-framed around what is left, as a
+detector or a user would box it), and with an occluder (`occluder`). The in-view labels are the
+examples' own (`Example.visible`, over the labelled joints). For `real2d-val` the labels are the
+teacher's (BlazePose heavy on the whole frame, before the cut), so the "seen" joints of a cut crop
+are scored against what the teacher saw in the full picture.
+
+**Visibility** (models with the head): accuracy at 0.5, the Brier score, the expected calibration
+error (ECE: the count-weighted mean gap between mean confidence and observed frequency over ten
+equal-width confidence bins) and the reliability table behind it, overall and per view.
+
+**Seen joints**: the 2D error in the crop's pixels (of the 256-pixel model input) and, for 3D
+datasets, the root-relative error in mm at the true root depth (the MPJPE of the seen joints of
+each person, mean over people), per view. A model without the head is scored on the same joints,
+so old and new models compare on the same crops.
+
+**Calibration** fits the head's temperature T (logits / T) on training-split crops made the same
+way (never on the held-out sets): the T in [0.25, 4] that minimises the negative log-likelihood of
+the in-view labels, on a grid of ratio 1.02; written into the checkpoint, whose export carries it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.data.partial import PartialView
+from training.data.transforms import Example, example_rng, make_example, partial_example
+from training.metrics import mpjpe, root_relative
+
+VIEWS = ("full", "cut", "occluder")
+_VIEW_PARTIAL = {"cut": PartialView(cut_prob=1.0), "occluder": PartialView(occluder_prob=1.0)}
+EVAL_SEED = 20261205  # fixes the held-out partial views: every model sees the same crops
+CALIBRATION_SEED = 7
+BINS = 10
+TEMPERATURE_RANGE = (0.25, 4.0)
+
+
+def view_example(sample, view: str, seed: int, index: int) -> Example:
+    """The `view` of one sample: its reference box whole, cut, or occluded (deterministic)."""
+    if view == "full":
+        return make_example(sample)
+    rng = example_rng(seed, index, VIEWS.index(view))
+    return partial_example(sample, None, None, _VIEW_PARTIAL[view], rng)
+
+
+@dataclass
+class Predictions:
+    """What a model said about a list of examples."""
+
+    coords: np.ndarray  # (N, 17, 3) normalised
+    visibility: np.ndarray | None  # (N, 17) in-view probabilities, None without the head
+    logits: np.ndarray | None = None  # (N, 17) uncalibrated logits (checkpoints only)
+
+
+Runner = Callable[[torch.Tensor], Predictions]
+
+
+def exported_runner(path: Path) -> Runner:
+    """An exported model (model.pt or model.onnx): uint8 crops -> Predictions."""
+    from training.export_onnx import load_exported
+
+    module = load_exported(path)
+
+    def run(images: torch.Tensor) -> Predictions:
+        with torch.inference_mode():
+            out = module(images)
+        vis = out[5].double().numpy() if len(out) > 5 else None
+        return Predictions(out[0].double().numpy(), vis)
+
+    return run
+
+
+def checkpoint_runner(model) -> Runner:
+    """A training checkpoint's model (eval mode): crops -> Predictions with raw logits."""
+    from training.engine import normalise_images
+
+    model = model.eval()
+
+    def run(images: torch.Tensor) -> Predictions:
+        with torch.inference_mode():
+            coords, _, logits = model(normalise_images(images, model))
+        if logits is None:
+            return Predictions(coords.double().numpy(), None)
+        raw = (logits * model.visibility.temperature).double().numpy()
+        return Predictions(coords.double().numpy(), 1 / (1 + np.exp(-logits.double().numpy())),
+                           raw)
+
+    return run
+
+
+def predict(run: Runner, examples: Sequence[Example], batch: int = 16) -> Predictions:
+    parts = [run(torch.stack([e.image for e in examples[i:i + batch]]))
+             for i in range(0, len(examples), batch)]
+    vis = None if parts[0].visibility is None else np.concatenate([p.visibility for p in parts])
+    logits = None if parts[0].logits is None else np.concatenate([p.logits for p in parts])
+    return Predictions(np.concatenate([p.coords for p in parts]), vis, logits)
+
+
+def reliability(prob: np.ndarray, label: np.ndarray, bins: int = BINS) -> dict[str, Any]:
+    """Accuracy at 0.5, Brier score, ECE and the reliability table of probabilities `prob`
+    against boolean `label` (flat arrays of the labelled joints)."""
+    prob, label = np.asarray(prob, np.float64), np.asarray(label, bool)
+    if prob.shape != label.shape or prob.ndim != 1:
+        raise ValueError(f"prob {prob.shape} and label {label.shape} must be flat and agree")
+    if len(prob) == 0:
+        raise ValueError("No labelled joints to score")
+    which = np.minimum((prob * bins).astype(int), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        n = int(inside.sum())
+        if n == 0:
+            continue
+        conf, freq = float(prob[inside].mean()), float(label[inside].mean())
+        ece += n / len(prob) * abs(conf - freq)
+        table.append({"bin": [b / bins, (b + 1) / bins], "count": n,
+                      "mean_confidence": conf, "frequency": freq})
+    return {"joints": len(prob), "in_view_fraction": float(label.mean()),
+            "accuracy": float(((prob >= 0.5) == label).mean()),
+            "brier": float(((prob - label) ** 2).mean()), "ece": ece, "reliability": table}
+
+
+def seen_errors(examples: Sequence[Example], coords: np.ndarray) -> dict[str, float]:
+    """Errors of the seen (in view, labelled) joints: 2D in crop pixels over all of them, and for
+    3D examples the root-relative MPJPE (mm, true root depth) of each person's seen joints."""
+    px, mm = [], []
+    for e, c in zip(examples, coords, strict=True):
+        seen = (e.visible & e.labelled).numpy()
+        if not seen.any():
+            continue
+        target = e.target.double().numpy()
+        px.extend(np.linalg.norm(c[seen, :2] - target[seen, :2], axis=-1) * e.crop.size / 2)
+        if e.has_depth:
+            pred = root_relative(e.to_camera(c))
+            truth = root_relative(e.joints)
+            # canonical order both (to_camera un-mirrors), so the crop-order mask is un-mirrored
+            # too: these crops are never mirrored (no augmentation), checked here
+            assert not e.crop.flipped
+            mm.append(float(mpjpe(pred[seen], truth[seen])))
+    out = {"seen_joints": len(px), "error_px_mean": float(np.mean(px)),
+           "error_px_median": float(np.median(px))}
+    if mm:
+        out["seen_mpjpe_mm"] = float(np.mean(mm))
+        out["people_3d"] = len(mm)
+    return out
+
+
+def evaluate_views(source, run: Runner, seed: int = EVAL_SEED, limit: int | None = None,
+                   views: Sequence[str] = VIEWS) -> dict[str, Any]:
+    """Every view of every sample (or the first `limit`): errors and visibility per view."""
+    count = len(source) if limit is None else min(limit, len(source))
+    result: dict[str, Any] = {"dataset": getattr(source, "name", "?"), "samples": count,
+                              "seed": seed, "views": {}}
+    every_prob, every_label = [], []
+    for view in views:
+        examples = [view_example(source[i], view, seed, i) for i in range(count)]
+        pred = predict(run, examples)
+        row: dict[str, Any] = seen_errors(examples, pred.coords)
+        labelled = np.stack([e.labelled.numpy() for e in examples])
+        visible = np.stack([e.visible.numpy() for e in examples])
+        row["unseen_joints"] = int((labelled & ~visible).sum())
+        if pred.visibility is not None:
+            row["visibility"] = reliability(pred.visibility[labelled], visible[labelled])
+            every_prob.append(pred.visibility[labelled])
+            every_label.append(visible[labelled])
+        result["views"][view] = row
+    if every_prob:
+        result["visibility"] = reliability(np.concatenate(every_prob),
+                                           np.concatenate(every_label))
+    return result
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """The temperature in TEMPERATURE_RANGE (grid ratio 1.02) minimising the mean negative
+    log-likelihood of `labels` under sigmoid(logits / T); returns (T, NLL at T, NLL at 1)."""
+    z, y = np.asarray(logits, np.float64), np.asarray(labels, bool)
+
+    def nll(t: float) -> float:
+        s = z / t
+        # log(1 + exp(-s)) for positives, log(1 + exp(s)) for negatives, stably
+        return float(np.mean(np.logaddexp(0.0, np.where(y, -s, s))))
+
+    lo, hi = TEMPERATURE_RANGE
+    grid = lo * 1.02 ** np.arange(int(math.log(hi / lo) / math.log(1.02)) + 1)
+    losses = [nll(float(t)) for t in grid]
+    best = int(np.argmin(losses))
+    return float(grid[best]), losses[best], nll(1.0)
+
+
+def calibration_set(sources: Sequence[tuple[Any, int]], seed: int = CALIBRATION_SEED
+                    ) -> list[Example]:
+    """Training-split examples of every view (evenly spaced samples of each source)."""
+    examples = []
+    for source, count in sources:
+        if "val" in source.name.split("-")[-1] or "test" in source.name:
+            raise ValueError(f"{source.name} is held out: calibrate on training splits only")
+        picks = np.linspace(0, len(source) - 1, min(count, len(source))).astype(int)
+        for i in picks:
+            examples += [view_example(source[int(i)], v, seed, int(i)) for v in VIEWS]
+    return examples
+
+
+def _parse_sources(specs: Sequence[str]) -> list[tuple[str, int]]:
+    out = []
+    for spec in specs:
+        name, _, count = spec.partition(":")
+        if not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--sources takes NAME:COUNT (e.g. synthetic-train:300), got {spec!r}")
+        out.append((name, int(count)))
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    cal = sub.add_parser("calibrate", help="fit the visibility head's temperature")
+    cal.add_argument("--checkpoint", type=Path, required=True)
+    cal.add_argument("--data-root", type=Path, required=True)
+    cal.add_argument("--sources", nargs="+", required=True, metavar="NAME:COUNT",
+                     help="training splits and how many samples of each (three views each)")
+    cal.add_argument("--out", type=Path, required=True, help="the calibrated checkpoint")
+    ev = sub.add_parser("evaluate", help="partial views of a held-out set")
+    ev.add_argument("--model", type=Path, required=True, help="model.pt or model.onnx")
+    ev.add_argument("--data-root", type=Path, required=True)
+    ev.add_argument("--dataset", required=True, help="e.g. synthetic-test or real2d-val")
+    ev.add_argument("--limit", type=int, help="only the first N samples")
+    ev.add_argument("--json", type=Path, help="write the results here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.evaluate import open_registered
+
+    args = get_args_parser().parse_args(argv)
+    if args.command == "calibrate":
+        model, payload = load_checkpoint(args.checkpoint)
+        if model.visibility is None:
+            raise SystemExit(f"{args.checkpoint} has no visibility head to calibrate")
+        model.visibility.temperature.fill_(1.0)
+        sources = [(open_registered(name, args.data_root), n)
+                   for name, n in _parse_sources(args.sources)]
+        examples = calibration_set(sources)
+        pred = predict(checkpoint_runner(model), examples)
+        labelled = np.stack([e.labelled.numpy() for e in examples])
+        visible = np.stack([e.visible.numpy() for e in examples])
+        t, fitted, before = fit_temperature(pred.logits[labelled], visible[labelled])
+        model.visibility.temperature.fill_(t)
+        extra = {k: v for k, v in payload.items() if k not in ("model_config", "state_dict")}
+        extra["visibility_calibration"] = {
+            "temperature": t, "nll": fitted, "nll_uncalibrated": before,
+            "sources": list(args.sources), "examples": len(examples), "seed": CALIBRATION_SEED}
+        save_checkpoint(args.out, model, **extra)
+        result = extra["visibility_calibration"]
+    else:
+        source = open_registered(args.dataset, args.data_root)
+        result = evaluate_views(source, exported_runner(args.model), limit=args.limit)
+        result["model"] = str(args.model)
+    text = json.dumps(result, indent=2)
+    if getattr(args, "json", None):
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    summary = {k: v for k, v in result.items() if k not in ("views", "visibility")}
+    print(json.dumps(summary))
+    for view, row in result.get("views", {}).items():
+        vis = row.get("visibility", {})
+        print(f"{view:9s} seen px {row['error_px_mean']:.2f}"
+              + (f"  seen mpjpe {row['seen_mpjpe_mm']:.1f} mm" if "seen_mpjpe_mm" in row else "")
+              + (f"  acc {vis['accuracy']:.3f} ece {vis['ece']:.3f}" if vis else ""))
+    return result
+
+
+if __name__ == "__main__":
+    main()
