@@ -6,6 +6,8 @@ the first person's marginal heatmaps, and returns a PNG of `panels * size` x `si
 
 1. image: the picture scaled to fit the panel and centred; each person's box (thin, in the
    person's colour) and 2D skeleton (bones and joint dots in side colours LEFT, RIGHT, CENTRE).
+   A joint the model says is out of view (visibility < SEEN_THRESHOLD) is a hollow UNSEEN ring,
+   and a bone that reaches one a thin dashed UNSEEN line, here and in the 3D view.
 2. 3D view: every person's `relative_mm`, orthographic, seen from azimuth AZIMUTH_DEG and
    elevation ELEVATION_DEG (see `view_matrix`), camera Y pointing down the screen so people
    stand upright. Bones in the person's colour, joint dots in side colours, head_top in
@@ -45,6 +47,8 @@ BACKGROUND: RGB = (24, 24, 28)
 GRID: RGB = (64, 64, 72)
 AXES: RGB = (150, 150, 160)
 TEXT: RGB = (225, 225, 225)
+UNSEEN: RGB = (150, 150, 150)  # joints the model says are out of view, and bones to them
+SEEN_THRESHOLD = 0.5  # visibility at which a joint is drawn as seen (the service's rule)
 
 AZIMUTH_DEG = 45.0
 ELEVATION_DEG = 20.0
@@ -65,6 +69,13 @@ class ScenePerson:
     pixels: np.ndarray       # (17, 2) original-image pixels
     relative_mm: np.ndarray  # (17, 3) camera-space offsets from the pelvis
     normalised: np.ndarray   # (17, 3) the model's output, in (-1, 1)
+    visibility: np.ndarray | None = None  # (17,) in-view probability; None: all drawn as seen
+
+    def seen(self) -> np.ndarray:
+        """(17,) bool: the joints drawn as seen."""
+        if self.visibility is None:
+            return np.ones(len(JOINT_NAMES), dtype=bool)
+        return np.asarray(self.visibility, dtype=np.float64) >= SEEN_THRESHOLD
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,6 +177,24 @@ def _dot(draw: ImageDraw.ImageDraw, p: np.ndarray, r: float, colour: RGB) -> Non
     draw.ellipse((p[0] - r, p[1] - r, p[0] + r, p[1] + r), fill=colour, outline=(0, 0, 0))
 
 
+def _ring(draw: ImageDraw.ImageDraw, p: np.ndarray, r: float) -> None:
+    """An unseen joint: a hollow grey ring, not a confident point."""
+    draw.ellipse((p[0] - r, p[1] - r, p[0] + r, p[1] + r), outline=UNSEEN, width=1)
+
+
+def _bone(draw: ImageDraw.ImageDraw, a: np.ndarray, b: np.ndarray, colour: RGB, width: int,
+          seen: bool) -> None:
+    """A bone; one with an unseen end is a thin grey dashed line."""
+    if seen:
+        draw.line([tuple(a), tuple(b)], fill=colour, width=width)
+        return
+    length = float(np.linalg.norm(b - a))
+    dashes = max(1, int(length // 6))
+    for k in range(0, dashes, 2):
+        start, stop = a + (b - a) * (k / dashes), a + (b - a) * (min(k + 1, dashes) / dashes)
+        draw.line([tuple(start), tuple(stop)], fill=UNSEEN, width=1)
+
+
 def _image_panel(image: Image.Image, response: Scene, size: int,
                  font: Font) -> Image.Image:
     """The image scaled to fit, centred, with every person's box and 2D skeleton."""
@@ -187,11 +216,15 @@ def _image_panel(image: Image.Image, response: Scene, size: int,
         draw.rectangle(tuple(corners.reshape(-1)), outline=colour, width=1)
         _label(draw, (corners[0, 0] + 2, corners[0, 1] + 2), f"#{i}", font, colour)
         pts = offset + _joints(person, "pixels") * to_panel  # (17, 2) panel pixels
+        seen = person.seen()
         for child, parent in BONES:
-            draw.line([tuple(pts[child]), tuple(pts[parent])],
-                      fill=side_colour(JOINT_NAMES[child]), width=width)
-        for name, p in zip(JOINT_NAMES, pts, strict=True):
-            _dot(draw, p, radius, side_colour(name))
+            _bone(draw, pts[child], pts[parent], side_colour(JOINT_NAMES[child]), width,
+                  bool(seen[child] and seen[parent]))
+        for j, (name, p) in enumerate(zip(JOINT_NAMES, pts, strict=True)):
+            if seen[j]:
+                _dot(draw, p, radius, side_colour(name))
+            else:
+                _ring(draw, p, radius)
     _label(draw, (4, 4), f"image {int(ref[0])}x{int(ref[1])}, "
            f"{len(response.persons)} person(s)", font)
     if not response.persons:
@@ -235,12 +268,15 @@ def _view_panel(response: Scene, size: int, font: Font) -> Image.Image:
     for i, skel in enumerate(skeletons):
         colour = PERSON_COLOURS[i % len(PERSON_COLOURS)]
         px, depth = project(skel), skel @ rot[2]
+        seen = response.persons[i].seen()
         # Painter's order: the farthest bones and joints first.
         for child, parent in sorted(BONES, key=lambda bone: -depth[list(bone)].mean()):
-            draw.line([tuple(px[child]), tuple(px[parent])], fill=colour, width=width)
+            _bone(draw, px[child], px[parent], colour, width, bool(seen[child] and seen[parent]))
         for j in np.argsort(-depth):
             name = JOINT_NAMES[j]
-            if name == "head_top":
+            if not seen[j]:
+                _ring(draw, px[j], radius)
+            elif name == "head_top":
                 _dot(draw, px[j], radius + 2, HEAD_TOP)
             else:
                 _dot(draw, px[j], radius, side_colour(name))
@@ -262,8 +298,10 @@ def _view_panel(response: Scene, size: int, font: Font) -> Image.Image:
     _label(draw, (4, 4), f"3D, root-relative mm, azimuth {AZIMUTH_DEG:g}\u00b0, "
            f"elevation {ELEVATION_DEG:g}\u00b0", font)
     x = 4.0
-    for text, colour in (("left", LEFT), ("right", RIGHT), ("centre", CENTRE),
-                         ("head top", HEAD_TOP)):
+    legend = [("left", LEFT), ("right", RIGHT), ("centre", CENTRE), ("head top", HEAD_TOP)]
+    if any(p.visibility is not None for p in response.persons):
+        legend.append(("unseen", UNSEEN))
+    for text, colour in legend:
         draw.rectangle((x, band + 2, x + 8, band + 10), fill=colour)
         draw.text((x + 12, band), text, fill=TEXT, font=font)
         x += 20 + draw.textlength(text, font=font)

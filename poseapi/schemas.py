@@ -36,7 +36,14 @@ class Joint(BaseModel):
     relative_mm: tuple[float, float, float] = Field(description="offset from the pelvis, mm")
     normalised: tuple[float, float, float] = Field(description="model output in (-1, 1)")
     uncertainty_mm: tuple[float, float, float] = Field(
-        description="one standard deviation per camera axis from the marginal heatmaps, mm"
+        description="one standard deviation per camera axis, mm: the marginal heatmaps' "
+                    "spread, widened for a joint that may be out of view (see visibility)"
+    )
+    visibility: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="probability that the joint is in view: inside the picture and not "
+                    "hidden behind something (self-occlusion counts as in view); null when the "
+                    "model has no visibility head (margipose-lite versions 1 to 3)",
     )
 
 
@@ -57,7 +64,8 @@ class Person(BaseModel):
     box_source: Literal["request", "auto"]
     crop: dict = Field(description="crop centre (u, v) and side in original pixels")
     root_depth_mm: float
-    root_depth_source: Literal["request", "knee_neck_prior", "crop_size_prior"]
+    root_depth_source: Literal["request", "knee_neck_prior", "torso_head_prior",
+                               "shoulder_head_prior", "crop_size_prior"]
     joints: list[Joint]
     heatmaps: Heatmaps | None = None
 

@@ -84,7 +84,9 @@ def _person_json(p: pose_pb2.Person) -> dict[str, Any]:
         "root_depth_source": p.root_depth_source,
         "joints": [{"name": j.name, "pixel": [j.pixel.x, j.pixel.y], "camera_mm": v3(j.camera_mm),
                     "relative_mm": v3(j.relative_mm), "normalised": v3(j.normalised),
-                    "uncertainty_mm": v3(j.uncertainty_mm)} for j in p.joints],
+                    "uncertainty_mm": v3(j.uncertainty_mm),
+                    "visibility": j.visibility if j.HasField("visibility") else None}
+                   for j in p.joints],
         "heatmaps": heatmaps,
     }
 

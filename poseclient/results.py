@@ -33,7 +33,17 @@ class Joint:
     relative_mm: tuple[float, float, float]
     normalised: tuple[float, float, float]
     uncertainty_mm: tuple[float, float, float]
-    """One standard deviation per camera axis (X, Y, Z), from the marginal heatmaps' spread."""
+    """One standard deviation per camera axis (X, Y, Z): the marginal heatmaps' spread, widened
+    for a joint that may be out of view."""
+    visibility: float | None = None
+    """Probability that the joint is in view (inside the picture, not hidden behind something);
+    None from a model without a visibility head."""
+
+    @property
+    def seen(self) -> bool:
+        """In view by the service's own rule (visibility >= 0.5); True when the model does not
+        say."""
+        return self.visibility is None or self.visibility >= 0.5
 
 
 @dataclass(frozen=True)
@@ -52,10 +62,19 @@ class Person:
 
     def as_array(self, what: JointField = "camera_mm") -> np.ndarray:
         """One field of every joint as float64, (17, 2) for `pixel`, (17, 3) otherwise."""
-        if what not in Joint.__dataclass_fields__ or what == "name":
+        if what not in Joint.__dataclass_fields__ or what in ("name", "visibility"):
             raise ValueError(f"Unknown joint field {what!r}; fields are pixel, camera_mm, "
-                             "relative_mm, normalised, uncertainty_mm")
+                             "relative_mm, normalised, uncertainty_mm (visibility: "
+                             "Person.visibility())")
         return np.array([getattr(j, what) for j in self.joints.values()], dtype=np.float64)
+
+    def visibility(self) -> np.ndarray | None:
+        """Every joint's in-view probability (17,) float64; None from a model without a
+        visibility head."""
+        values = [j.visibility for j in self.joints.values()]
+        if any(v is None for v in values):
+            return None
+        return np.array(values, dtype=np.float64)
 
     def heatmap(self, joint: str) -> np.ndarray:
         """The (3, 32, 32) marginals of one joint (xy, zy, xz)."""
@@ -112,7 +131,7 @@ def _person(p: dict[str, Any]) -> Person:
     joints = {
         j["name"]: Joint(j["name"], tuple(j["pixel"]), tuple(j["camera_mm"]),
                          tuple(j["relative_mm"]), tuple(j["normalised"]),
-                         tuple(j["uncertainty_mm"]))
+                         tuple(j["uncertainty_mm"]), j.get("visibility"))
         for j in p["joints"]
     }
     return Person(

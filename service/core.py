@@ -25,7 +25,7 @@ from service.batching import Batcher, Reservation
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest
 from service.imaging import DecodedImage, crop_for_model, decode_image
 from service.options import PredictOptions, check_options, check_timeout
-from service.postprocess import PersonPose, person_pose
+from service.postprocess import SEEN, PersonPose, person_pose
 from service.results import Box, ModelDescription, ModelInfo, PersonResult, PoseResult
 from service.settings import Settings
 
@@ -154,8 +154,9 @@ class PoseService:
             whole = make_crop(intrinsics, (decoded.width / 2, decoded.height / 2), side, INPUT_SIZE)
             first = (await self._run(decoded, [whole], deadline, timings, "model_pass1",
                                      reservation))[0]
-            box = _joint_box(person_pose(first.outputs["coords"], first.outputs["coord_std"],
-                                         first.crop).pixels)
+            found = person_pose(first.outputs["coords"], first.outputs["coord_std"], first.crop,
+                                visibility=first.outputs.get("visibility"))
+            box = _joint_box(found.pixels, found.visibility)
             crop = _crop_around(intrinsics, box, decoded) if max(box.w, box.h) * CROP_MARGIN \
                 >= MIN_CROP_SIDE else whole
             passes = await self._run(decoded, [crop], deadline, timings, "model_pass2")
@@ -206,7 +207,7 @@ class PoseService:
     def _person(self, p: _Pass, box: Box, source: str, options: PredictOptions
                 ) -> PersonResult:
         pose: PersonPose = person_pose(p.outputs["coords"], p.outputs["coord_std"], p.crop,
-                                       options.root_depth_mm)
+                                       options.root_depth_mm, p.outputs.get("visibility"))
         centre = np.linalg.inv(p.crop.pixel_matrix) @ np.array([INPUT_SIZE / 2, INPUT_SIZE / 2, 1])
         side = INPUT_SIZE / abs(np.linalg.det(p.crop.pixel_matrix[:2, :2])) ** 0.5
         heatmaps = None
@@ -246,8 +247,13 @@ def _crop_around(intrinsics: Intrinsics, box: Box, decoded: DecodedImage) -> Cro
     return make_crop(intrinsics, (box.x + box.w / 2, box.y + box.h / 2), side, INPUT_SIZE)
 
 
-def _joint_box(pixels: np.ndarray) -> Box:
-    """The tight box around 2D joints (17, 2)."""
+def _joint_box(pixels: np.ndarray, visibility: np.ndarray | None = None) -> Box:
+    """The tight box around 2D joints (17, 2): the seen ones (visibility >= 0.5) when the model
+    says which, and at least three of them; else all."""
+    if visibility is not None:
+        seen = np.asarray(visibility) >= SEEN
+        if int(seen.sum()) >= 3:
+            pixels = pixels[seen]
     lo, hi = pixels.min(axis=0), pixels.max(axis=0)
     return Box(x=float(lo[0]), y=float(lo[1]), w=float(hi[0] - lo[0]), h=float(hi[1] - lo[1]))
 
@@ -256,6 +262,6 @@ def scene(result: PoseResult) -> Scene:
     """What the renderer draws of a result."""
     return Scene(result.width, result.height, [
         ScenePerson((p.box.x, p.box.y, p.box.w, p.box.h), p.pose.pixels, p.pose.relative_mm,
-                    p.pose.normalised)
+                    p.pose.normalised, p.pose.visibility)
         for p in result.persons
     ])

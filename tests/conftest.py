@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from posecontract.layout import model_outputs
 from tests.cpu_dispatch import DISPATCH_VARIABLES, numpy_simd, onednn_isa
 from training.export import calibrate_batchnorm, export
 from training.model import ModelConfig, build_model
@@ -26,14 +27,35 @@ def _deterministic_torch():
 
 
 MODEL_NAME = "tiny-pose"
+# The fixture model has a visibility head, as the default model does: six outputs.
+FIXTURE_OUTPUTS = model_outputs(True)
+
+
+def set_visibility_head(model, bias: torch.Tensor | float, seed: int = 0) -> None:
+    """Give an untrained visibility head small random weights and per-joint `bias` (logits):
+    +4 makes every joint seen (visibility ~0.98), -4 unseen, whatever the image."""
+    g = torch.Generator().manual_seed(seed)
+    head = model.visibility
+    with torch.no_grad():
+        head.local.copy_(0.05 * torch.randn(head.local.shape, generator=g))
+        head.context.copy_(0.05 * torch.randn(head.context.shape, generator=g))
+        head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype).expand_as(head.bias))
+
+
+def fixture_model(visibility_bias: torch.Tensor | float | None = 4.0):
+    """The small untrained model of the fixtures (None: without a visibility head)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32,
+                                    name=MODEL_NAME, visibility=visibility_bias is not None),
+                        pretrained=False)
+    calibrate_batchnorm(model, batches=1, batch_size=2)
+    if visibility_bias is not None:
+        set_visibility_head(model, visibility_bias)
+    return model
 
 
 def _exported_fixture_model(repo: Path, weights: str = "float32", onnx: bool = False) -> Path:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(n_stages=1, feat_channels=16, mid_channels=32,
-                                    name=MODEL_NAME), pretrained=False)
-    calibrate_batchnorm(model, batches=1, batch_size=2)
-    export(model, repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"},
+    export(fixture_model(), repo, MODEL_NAME, card_extra={"source": "test fixture, untrained"},
            weights=weights, onnx=onnx)
     return repo
 

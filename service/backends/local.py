@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posecontract.layout import INPUT, OUTPUTS
+from posecontract.layout import INPUT
 from service.backends.base import ModelInfo
 from service.backends.runtimes import FILES, Runtime, check_runtime, open_runtime
 from service.cpus import spare_cpu_threads
@@ -91,8 +91,12 @@ class LocalBackend:
                  version, self.runtime, self._device, self.threads)
 
     def _run(self, model: Runtime, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs by key: the five of OUTPUTS, and `visibility` if it has one."""
         outputs = model.run(images)
-        return {spec.key: out for spec, out in zip(OUTPUTS, outputs, strict=True)}
+        if len(outputs) != len(model.outputs):
+            raise BackendUnavailable(f"The model returned {len(outputs)} outputs; its card "
+                                     f"lists {[s.name for s in model.outputs]}")
+        return {spec.key: out for spec, out in zip(model.outputs, outputs, strict=True)}
 
     async def stop(self) -> None:
         self._model = None

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from posecontract.layout import INPUT, OUTPUTS
+from posecontract.layout import INPUT, OUTPUTS, TensorSpec, outputs_named
 from posecontract.onnx_session import open_session
 from service.errors import BackendUnavailable
 
@@ -32,9 +32,10 @@ class Runtime(Protocol):
     name: str
     threads: int  # intra-op threads it runs with (0 where the runtime does not say)
     card: dict
+    outputs: tuple[TensorSpec, ...]  # the model's contract outputs (with `visibility` or not)
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
-        """uint8 (N, 3, 256, 256) -> the outputs in `OUTPUTS` order, each with leading dim N."""
+        """uint8 (N, 3, 256, 256) -> the `outputs`, in order, each with leading dim N."""
 
 
 def check_runtime(name: str) -> None:
@@ -62,6 +63,15 @@ def _card(text: str | None) -> dict:
     return json.loads(text) if text else {}
 
 
+def _named(path: Path, names: list[str]) -> tuple[TensorSpec, ...]:
+    """The contract outputs of a model from its output names; BackendUnavailable if they do not
+    fit the contract."""
+    try:
+        return outputs_named(names)
+    except ValueError as exc:
+        raise BackendUnavailable(f"Cannot serve {path}: {exc}") from exc
+
+
 class TorchRuntime:
     name = "torch"
 
@@ -81,6 +91,10 @@ class TorchRuntime:
             raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
         self.card = _card(files[CARD_KEY])
         self.threads = torch.get_num_threads()
+        # TorchScript names no outputs: the card lists them (cards before the visibility head
+        # list the five of OUTPUTS; a model without a card is taken to have those five).
+        listed = [o["name"] for o in self.card.get("outputs", [])]
+        self.outputs = _named(path, listed) if listed else OUTPUTS
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         with self._torch.inference_mode():
@@ -111,7 +125,8 @@ class OnnxRuntime:
             raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
         self.card = _card(self._session.get_modelmeta().custom_metadata_map.get(CARD_KEY))
         self.threads = threads
-        self._names = [o.name for o in OUTPUTS]
+        self.outputs = _named(path, [o.name for o in self._session.get_outputs()])
+        self._names = [o.name for o in self.outputs]
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         return self._session.run(self._names, {INPUT.name: images})
@@ -142,7 +157,8 @@ class OpenVinoRuntime:
             self.card = {}
         self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         self._request = compiled.create_infer_request()
-        self._names = [o.name for o in OUTPUTS]
+        self.outputs = _named(path, [port.get_any_name() for port in model.outputs])
+        self._names = [o.name for o in self.outputs]
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         results = self._request.infer({INPUT.name: images})

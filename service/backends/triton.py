@@ -1,7 +1,8 @@
 """The Triton backend: the model served by NVIDIA Triton, called with tritonclient's asyncio gRPC.
 
 Tensors travel as binary gRPC payloads (heatmaps are 209 kB per person; never JSON). Every call
-asks for the five outputs of `posecontract.layout.OUTPUTS`. Readiness is Triton's model-ready for
+asks for the five outputs of `posecontract.layout.OUTPUTS`, and for `visibility` when the model's
+metadata lists it (models with a visibility head). Readiness is Triton's model-ready for
 this model, not the server's readiness (which goes false while any model loads).
 
 Triton's failures become the service's errors (`service.errors`), which the batcher passes
@@ -31,7 +32,7 @@ import tritonclient.grpc.aio as triton
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
-from posecontract.layout import INPUT, OUTPUTS
+from posecontract.layout import INPUT, OPTIONAL_OUTPUTS, OUTPUTS, TensorSpec
 from service import errors
 from service.backends.base import ModelInfo
 from service.batching import MIN_RETRY_AFTER_S
@@ -74,6 +75,7 @@ class TritonBackend:
         self._client_born = 0.0
         self._closing: set[asyncio.Task[None]] = set()
         self._info: ModelInfo | None = None
+        self._outputs: tuple[TensorSpec, ...] = OUTPUTS  # with the optional ones it serves
         self._max_batch_size = 0
         self._max_queue_size = 0
         self._latency_s: float | None = None  # running mean of successful calls
@@ -150,13 +152,16 @@ class TritonBackend:
 
         want_in = {INPUT.name: (_triton_dtype(INPUT.dtype), (-1, *INPUT.dims))}
         want_out = {s.name: (_triton_dtype(s.dtype), (-1, *s.dims)) for s in OUTPUTS}
+        optional = {s.name: (_triton_dtype(s.dtype), (-1, *s.dims)) for s in OPTIONAL_OUTPUTS}
         got_in, got_out = table(meta.inputs), table(meta.outputs)
-        if got_in != want_in or any(got_out.get(k) != v for k, v in want_out.items()):
+        if (got_in != want_in or any(got_out.get(k) != v for k, v in want_out.items())
+                or any(got_out[k] != v for k, v in optional.items() if k in got_out)):
             raise errors.BackendUnavailable(
                 f"Triton's model {self.model_name!r} does not follow the export contract: "
                 f"inputs {got_in}, outputs {got_out}; expected inputs {want_in} and outputs "
-                f"{want_out} (batch dimension first, -1)"
+                f"{want_out}, optionally {optional} (batch dimension first, -1)"
             )
+        self._outputs = OUTPUTS + tuple(s for s in OPTIONAL_OUTPUTS if s.name in got_out)
 
     async def stop(self) -> None:
         client, self._client = self._client, None
@@ -190,13 +195,13 @@ class TritonBackend:
             return await self._infer(images)
         parts = await asyncio.gather(*(self._infer(images[i : i + step])
                                        for i in range(0, len(images), step)))
-        return {s.key: np.concatenate([p[s.key] for p in parts]) for s in OUTPUTS}
+        return {s.key: np.concatenate([p[s.key] for p in parts]) for s in self._outputs}
 
     async def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         client = self._connection()
         tensor = triton.InferInput(INPUT.name, list(images.shape), _triton_dtype(INPUT.dtype))
         tensor.set_data_from_numpy(np.ascontiguousarray(images))
-        wanted = [triton.InferRequestedOutput(s.name) for s in OUTPUTS]
+        wanted = [triton.InferRequestedOutput(s.name) for s in self._outputs]
         start = time.monotonic()
         try:
             result = await client.infer(self.model_name, [tensor], self.model_version,
@@ -206,7 +211,7 @@ class TritonBackend:
         took = time.monotonic() - start
         self._latency_s = took if self._latency_s is None else \
             self._latency_s + _EWMA_WEIGHT * (took - self._latency_s)
-        return {s.key: result.as_numpy(s.name) for s in OUTPUTS}
+        return {s.key: result.as_numpy(s.name) for s in self._outputs}
 
     # -- errors -----------------------------------------------------------------------------
 

@@ -44,7 +44,9 @@ def _person(person: PersonResult, heatmap_format: str) -> pose_pb2.Person:
                            camera_mm=_vec3(pose.camera_mm[j]),
                            relative_mm=_vec3(pose.relative_mm[j]),
                            normalised=_vec3(pose.normalised[j]),
-                           uncertainty_mm=_vec3(pose.uncertainty_mm[j]))
+                           uncertainty_mm=_vec3(pose.uncertainty_mm[j]),
+                           visibility=None if pose.visibility is None
+                           else float(pose.visibility[j]))
             for j, name in enumerate(JOINT_NAMES)
         ],
     )

@@ -29,7 +29,8 @@ def _person(person: PersonResult, heatmap_format: str) -> schemas.Person:
         schemas.Joint(name=name, pixel=tuple(pose.pixels[j]), camera_mm=tuple(pose.camera_mm[j]),
                       relative_mm=tuple(pose.relative_mm[j]),
                       normalised=tuple(pose.normalised[j]),
-                      uncertainty_mm=tuple(pose.uncertainty_mm[j]))
+                      uncertainty_mm=tuple(pose.uncertainty_mm[j]),
+                      visibility=None if pose.visibility is None else float(pose.visibility[j]))
         for j, name in enumerate(JOINT_NAMES)
     ]
     maps = None

@@ -213,15 +213,16 @@ function drawOverlay() {
       }
       ctx.lineCap = "round";
       for (const [c, p] of bones()) {
-        ctx.strokeStyle = sideColour(joints[c].name);
-        ctx.lineWidth = line * 1.5;
-        ctx.beginPath();
-        ctx.moveTo(joints[c].pixel[0] * s, joints[c].pixel[1] * s);
-        ctx.lineTo(joints[p].pixel[0] * s, joints[p].pixel[1] * s);
-        ctx.stroke();
+        bone(ctx, [joints[c].pixel[0] * s, joints[c].pixel[1] * s],
+             [joints[p].pixel[0] * s, joints[p].pixel[1] * s], sideColour(joints[c].name),
+             line * 1.5, seen(joints[c]) && seen(joints[p]));
       }
       for (const j of joints) {
         const selected = i === 0 && j.name === state.joint;
+        if (!seen(j) && !selected) {
+          ring(ctx, j.pixel[0] * s, j.pixel[1] * s, line * 1.8);
+          continue;
+        }
         dot(ctx, j.pixel[0] * s, j.pixel[1] * s, selected ? line * 3 : line * 1.8,
             selected ? MARKER : sideColour(j.name));
       }
@@ -238,6 +239,32 @@ function drawOverlay() {
 function dragBox() {
   const [x0, y0] = state.drag.start, [x1, y1] = state.drag.end;
   return { x: Math.min(x0, x1), y: Math.min(y0, y1), w: Math.abs(x1 - x0), h: Math.abs(y1 - y0) };
+}
+
+// A joint the model says is out of view (models with a visibility head): drawn apart, as a
+// hollow grey ring, and the bones that reach it as thin dashed grey lines.
+const UNSEEN = "#969696";
+function seen(joint) {
+  return joint.visibility === null || joint.visibility === undefined || joint.visibility >= 0.5;
+}
+
+function bone(ctx, a, b, colour, width, visible) {
+  ctx.strokeStyle = visible ? colour : UNSEEN;
+  ctx.lineWidth = visible ? width : 1;
+  ctx.setLineDash(visible ? [] : [4, 4]);
+  ctx.beginPath();
+  ctx.moveTo(a[0], a[1]);
+  ctx.lineTo(b[0], b[1]);
+  ctx.stroke();
+  ctx.setLineDash([]);
+}
+
+function ring(ctx, x, y, r) {
+  ctx.beginPath();
+  ctx.arc(x, y, r, 0, 2 * Math.PI);
+  ctx.strokeStyle = UNSEEN;
+  ctx.lineWidth = 1.5;
+  ctx.stroke();
 }
 
 function dot(ctx, x, y, r, colour) {
@@ -339,17 +366,16 @@ function drawView() {
     const order = [...b].sort((u, v) => (px[v[0]][2] + px[v[1]][2]) - (px[u[0]][2] + px[u[1]][2]));
     ctx.lineCap = "round";
     for (const [c, p] of order) {
-      ctx.strokeStyle = sideColour(joints[c].name);
-      ctx.lineWidth = 3;
-      ctx.beginPath();
-      ctx.moveTo(px[c][0], px[c][1]);
-      ctx.lineTo(px[p][0], px[p][1]);
-      ctx.stroke();
+      bone(ctx, px[c], px[p], sideColour(joints[c].name), 3, seen(joints[c]) && seen(joints[p]));
     }
     const jointOrder = px.map((_, j) => j).sort((u, v) => px[v][2] - px[u][2]);
     for (const j of jointOrder) {
       const name = joints[j].name;
       const selected = i === 0 && name === state.joint;
+      if (!seen(joints[j]) && !selected) {
+        ring(ctx, px[j][0], px[j][1], 4);
+        continue;
+      }
       dot(ctx, px[j][0], px[j][1], selected ? 6 : 4,
           selected ? MARKER : name === "head_top" ? HEAD_TOP : sideColour(name));
     }
@@ -455,6 +481,7 @@ function fillTable() {
     const row = document.createElement("tr");
     row.dataset.joint = j.name;
     if (j.name === state.joint) row.classList.add("selected");
+    if (!seen(j)) row.classList.add("unseen");
     const f = (v) => String(Math.round(v) + 0);  // + 0: no "-0"
     const cells = [
       `<span class="dot" style="background:${sideColour(j.name)}"></span>${j.name}`,
@@ -463,6 +490,9 @@ function fillTable() {
       j.uncertainty_mm.map(f).join(", "),
       `<div class="bar" title="${sizes[i].toFixed(0)} mm"><span style="width:` +
         `${(100 * sizes[i] / largest).toFixed(1)}%"></span></div>`,
+      // The model's in-view probability; "n/a" from a model without a visibility head.
+      j.visibility === null || j.visibility === undefined ? "n/a"
+        : `${Math.round(100 * j.visibility)} %`,
     ];
     row.innerHTML = cells.map((c) => `<td>${c}</td>`).join("");
     row.addEventListener("click", () => selectJoint(j.name));

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import model_config_pb2
 
 from deploy.triton_server import TritonServer, missing_reason
-from posecontract.layout import INPUT, OUTPUTS
+from posecontract.layout import INPUT
 from posecontract.torchscript import float16_constants
 from posecontract.triton import (
     ServingOptions,
@@ -43,6 +43,7 @@ from service.core import PoseService
 from service.errors import BackendUnavailable, DeadlineExceeded
 from service.options import Box, PredictOptions
 from service.settings import Settings
+from tests.conftest import FIXTURE_OUTPUTS
 from tests.service.conftest import RunningServer, torch_free_gateway
 from tests.service.test_runtimes import RUNTIME_TOLERANCE
 
@@ -94,7 +95,7 @@ def test_production_config_matches_the_export_and_its_twin(model_repository, tmp
     declared = [(o.name, tuple(o.dims), model_config_pb2.DataType.Name(o.data_type))
                 for o in production.output]
     assert declared == real
-    assert [o.name for o in production.output] == [s.name for s in OUTPUTS]
+    assert [o.name for o in production.output] == [s.name for s in FIXTURE_OUTPUTS]
 
     twin_dir = write_cpu_twin(model_repository, MODEL_NAME, tmp_path / "twin")
     twin = parse_config(twin_dir / "config.pbtxt")
@@ -190,7 +191,7 @@ def test_predictions_equal_the_embedded_backend(triton, model_repository):
 
             images = np.random.default_rng(0).integers(0, 256, (5, *INPUT.dims), np.uint8)
             want, got = await local.backend.infer(images), await remote.backend.infer(images)
-            for spec in OUTPUTS:
+            for spec in FIXTURE_OUTPUTS:
                 assert got[spec.key].shape == want[spec.key].shape
                 np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
                                            atol=OUTPUT_TOLERANCE, err_msg=spec.key)
@@ -249,7 +250,7 @@ def test_float16_weights_serve_alike_embedded_and_in_triton(triton, float16_repo
 
     want, got = _embedded_and_triton(LocalBackend(float16_repository, MODEL_NAME, threads=1),
                                      triton, FLOAT16_MODEL, 1, loaded_as_float32)
-    for spec in OUTPUTS:
+    for spec in FIXTURE_OUTPUTS:
         np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
                                    atol=OUTPUT_TOLERANCE, err_msg=spec.key)
 
@@ -295,7 +296,7 @@ def test_onnx_config_matches_the_production_config(model_repository, tmp_path):
 def test_onnx_twin_serves_what_the_embedded_backend_computes(triton, model_repository):
     want, got = _embedded_and_triton(LocalBackend(model_repository, MODEL_NAME, threads=1),
                                      triton, ONNX_TWIN, 2)
-    for spec in OUTPUTS:
+    for spec in FIXTURE_OUTPUTS:
         # Two runtimes (torch, ONNX Runtime): each within the export's bound of the float64
         # model, so within twice that of each other (test_runtimes.py).
         np.testing.assert_allclose(got[spec.key], want[spec.key], rtol=0,
@@ -428,17 +429,17 @@ def test_triton_http_protocol_answers_like_grpc(triton):
         assert client.get(f"/v2/models/{MODEL_NAME}/ready").status_code == 200
         meta = client.get(f"/v2/models/{MODEL_NAME}").json()
         assert [i["name"] for i in meta["inputs"]] == [INPUT.name]
-        assert [o["name"] for o in meta["outputs"]] == [s.name for s in OUTPUTS]
+        assert [o["name"] for o in meta["outputs"]] == [s.name for s in FIXTURE_OUTPUTS]
         body = {
             "inputs": [{"name": INPUT.name, "datatype": "UINT8", "shape": list(images.shape),
                         "data": images.ravel().tolist()}],
-            "outputs": [{"name": s.name} for s in OUTPUTS],
+            "outputs": [{"name": s.name} for s in FIXTURE_OUTPUTS],
         }
         r = client.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
         assert r.status_code == 200, r.text
         got = {o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"])
                for o in r.json()["outputs"]}
-        for spec in OUTPUTS:
+        for spec in FIXTURE_OUTPUTS:
             assert got[spec.name].shape == want[spec.key].shape
             np.testing.assert_allclose(got[spec.name], want[spec.key], rtol=0,
                                        atol=OUTPUT_TOLERANCE, err_msg=spec.name)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#poseapi/grpc_gen/pose/v1/pose.proto\x12\x07pose.v1\x1a\x1cgoogle/protobuf/struct.proto\"1\n\x03\x42ox\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\t\n\x01w\x18\x03 \x01(\x01\x12\t\n\x01h\x18\x04 \x01(\x01\"B\n\x10\x43\x61meraIntrinsics\x12\n\n\x02\x66x\x18\x01 \x01(\x01\x12\n\n\x02\x66y\x18\x02 \x01(\x01\x12\n\n\x02\x63x\x18\x03 \x01(\x01\x12\n\n\x02\x63y\x18\x04 \x01(\x01\"\x93\x02\n\x0ePredictRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x1b\n\x05\x62oxes\x18\x03 \x03(\x0b\x32\x0c.pose.v1.Box\x12-\n\nintrinsics\x18\x04 \x01(\x0b\x32\x19.pose.v1.CameraIntrinsics\x12\x1a\n\rroot_depth_mm\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12(\n\x08heatmaps\x18\x06 \x01(\x0e\x32\x16.pose.v1.HeatmapFormat\x12\x16\n\ttimeout_s\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x08 \x01(\tB\x10\n\x0e_root_depth_mmB\x0c\n\n_timeout_s\"\x1c\n\x04Vec2\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"\'\n\x04Vec3\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\t\n\x01z\x18\x03 \x01(\x01\"\xc3\x01\n\x05Joint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x05pixel\x18\x02 \x01(\x0b\x32\r.pose.v1.Vec2\x12 \n\tcamera_mm\x18\x03 \x01(\x0b\x32\r.pose.v1.Vec3\x12\"\n\x0brelative_mm\x18\x04 \x01(\x0b\x32\r.pose.v1.Vec3\x12!\n\nnormalised\x18\x05 \x01(\x0b\x32\r.pose.v1.Vec3\x12%\n\x0euncertainty_mm\x18\x06 \x01(\x0b\x32\r.pose.v1.Vec3\"m\n\x08Heatmaps\x12&\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x16.pose.v1.HeatmapFormat\x12\r\n\x05shape\x18\x02 \x03(\x05\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05scale\x18\x05 \x03(\x02\"3\n\x04\x43rop\x12\x1d\n\x06\x63\x65ntre\x18\x01 \x01(\x0b\x32\r.pose.v1.Vec2\x12\x0c\n\x04side\x18\x02 \x01(\x01\"\xcb\x01\n\x06Person\x12\x19\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x0c.pose.v1.Box\x12\x12\n\nbox_source\x18\x02 \x01(\t\x12\x1b\n\x04\x63rop\x18\x03 \x01(\x0b\x32\r.pose.v1.Crop\x12\x15\n\rroot_depth_mm\x18\x04 \x01(\x01\x12\x19\n\x11root_depth_source\x18\x05 \x01(\t\x12\x1e\n\x06joints\x18\x06 \x03(\x0b\x32\x0e.pose.v1.Joint\x12#\n\x08heatmaps\x18\x07 \x01(\x0b\x32\x11.pose.v1.Heatmaps\";\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\"P\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x0bretry_after\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_retry_after\"\xe5\x02\n\x0fPredictResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.pose.v1.ModelInfo\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x12.pose.v1.ImageSize\x12-\n\nintrinsics\x18\x03 \x01(\x0b\x32\x19.pose.v1.CameraIntrinsics\x12\x19\n\x11intrinsics_source\x18\x04 \x01(\t\x12 \n\x07persons\x18\x05 \x03(\x0b\x32\x0f.pose.v1.Person\x12;\n\ntimings_ms\x18\x06 \x03(\x0b\x32\'.pose.v1.PredictResponse.TimingsMsEntry\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x1d\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x0e.pose.v1.Error\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x11\n\x0fGetModelRequest\"\x9e\x01\n\x10ModelDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\ninput_size\x18\x04 \x01(\x05\x12\x0e\n\x06joints\x18\x05 \x03(\t\x12\x0f\n\x07parents\x18\x06 \x03(\x05\x12%\n\x04\x63\x61rd\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct*X\n\rHeatmapFormat\x12\x17\n\x13HEATMAP_FORMAT_NONE\x10\x00\x12\x16\n\x12HEATMAP_FORMAT_F16\x10\x01\x12\x16\n\x12HEATMAP_FORMAT_PNG\x10\x02\x32\xd4\x01\n\x0bPoseService\x12<\n\x07Predict\x12\x17.pose.v1.PredictRequest\x1a\x18.pose.v1.PredictResponse\x12\x46\n\rStreamPredict\x12\x17.pose.v1.PredictRequest\x1a\x18.pose.v1.PredictResponse(\x01\x30\x01\x12?\n\x08GetModel\x12\x18.pose.v1.GetModelRequest\x1a\x19.pose.v1.ModelDescriptionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#poseapi/grpc_gen/pose/v1/pose.proto\x12\x07pose.v1\x1a\x1cgoogle/protobuf/struct.proto\"1\n\x03\x42ox\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\t\n\x01w\x18\x03 \x01(\x01\x12\t\n\x01h\x18\x04 \x01(\x01\"B\n\x10\x43\x61meraIntrinsics\x12\n\n\x02\x66x\x18\x01 \x01(\x01\x12\n\n\x02\x66y\x18\x02 \x01(\x01\x12\n\n\x02\x63x\x18\x03 \x01(\x01\x12\n\n\x02\x63y\x18\x04 \x01(\x01\"\x93\x02\n\x0ePredictRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x1b\n\x05\x62oxes\x18\x03 \x03(\x0b\x32\x0c.pose.v1.Box\x12-\n\nintrinsics\x18\x04 \x01(\x0b\x32\x19.pose.v1.CameraIntrinsics\x12\x1a\n\rroot_depth_mm\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12(\n\x08heatmaps\x18\x06 \x01(\x0e\x32\x16.pose.v1.HeatmapFormat\x12\x16\n\ttimeout_s\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x08 \x01(\tB\x10\n\x0e_root_depth_mmB\x0c\n\n_timeout_s\"\x1c\n\x04Vec2\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"\'\n\x04Vec3\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\t\n\x01z\x18\x03 \x01(\x01\"\xeb\x01\n\x05Joint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x05pixel\x18\x02 \x01(\x0b\x32\r.pose.v1.Vec2\x12 \n\tcamera_mm\x18\x03 \x01(\x0b\x32\r.pose.v1.Vec3\x12\"\n\x0brelative_mm\x18\x04 \x01(\x0b\x32\r.pose.v1.Vec3\x12!\n\nnormalised\x18\x05 \x01(\x0b\x32\r.pose.v1.Vec3\x12%\n\x0euncertainty_mm\x18\x06 \x01(\x0b\x32\r.pose.v1.Vec3\x12\x17\n\nvisibility\x18\x07 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_visibility\"m\n\x08Heatmaps\x12&\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x16.pose.v1.HeatmapFormat\x12\r\n\x05shape\x18\x02 \x03(\x05\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05scale\x18\x05 \x03(\x02\"3\n\x04\x43rop\x12\x1d\n\x06\x63\x65ntre\x18\x01 \x01(\x0b\x32\r.pose.v1.Vec2\x12\x0c\n\x04side\x18\x02 \x01(\x01\"\xcb\x01\n\x06Person\x12\x19\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x0c.pose.v1.Box\x12\x12\n\nbox_source\x18\x02 \x01(\t\x12\x1b\n\x04\x63rop\x18\x03 \x01(\x0b\x32\r.pose.v1.Crop\x12\x15\n\rroot_depth_mm\x18\x04 \x01(\x01\x12\x19\n\x11root_depth_source\x18\x05 \x01(\t\x12\x1e\n\x06joints\x18\x06 \x03(\x0b\x32\x0e.pose.v1.Joint\x12#\n\x08heatmaps\x18\x07 \x01(\x0b\x32\x11.pose.v1.Heatmaps\";\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\"P\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x0bretry_after\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_retry_after\"\xe5\x02\n\x0fPredictResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.pose.v1.ModelInfo\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x12.pose.v1.ImageSize\x12-\n\nintrinsics\x18\x03 \x01(\x0b\x32\x19.pose.v1.CameraIntrinsics\x12\x19\n\x11intrinsics_source\x18\x04 \x01(\t\x12 \n\x07persons\x18\x05 \x03(\x0b\x32\x0f.pose.v1.Person\x12;\n\ntimings_ms\x18\x06 \x03(\x0b\x32\'.pose.v1.PredictResponse.TimingsMsEntry\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x1d\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x0e.pose.v1.Error\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x11\n\x0fGetModelRequest\"\x9e\x01\n\x10ModelDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\ninput_size\x18\x04 \x01(\x05\x12\x0e\n\x06joints\x18\x05 \x03(\t\x12\x0f\n\x07parents\x18\x06 \x03(\x05\x12%\n\x04\x63\x61rd\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct*X\n\rHeatmapFormat\x12\x17\n\x13HEATMAP_FORMAT_NONE\x10\x00\x12\x16\n\x12HEATMAP_FORMAT_F16\x10\x01\x12\x16\n\x12HEATMAP_FORMAT_PNG\x10\x02\x32\xd4\x01\n\x0bPoseService\x12<\n\x07Predict\x12\x17.pose.v1.PredictRequest\x1a\x18.pose.v1.PredictResponse\x12\x46\n\rStreamPredict\x12\x17.pose.v1.PredictRequest\x1a\x18.pose.v1.PredictResponse(\x01\x30\x01\x12?\n\x08GetModel\x12\x18.pose.v1.GetModelRequest\x1a\x19.pose.v1.ModelDescriptionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTRESPONSE_TIMINGSMSENTRY']._loaded_options = None
   _globals['_PREDICTRESPONSE_TIMINGSMSENTRY']._serialized_options = b'8\001'
-  _globals['_HEATMAPFORMAT']._serialized_start=1841
-  _globals['_HEATMAPFORMAT']._serialized_end=1929
+  _globals['_HEATMAPFORMAT']._serialized_start=1881
+  _globals['_HEATMAPFORMAT']._serialized_end=1969
   _globals['_BOX']._serialized_start=78
   _globals['_BOX']._serialized_end=127
   _globals['_CAMERAINTRINSICS']._serialized_start=129
@@ -47,27 +47,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VEC3']._serialized_start=505
   _globals['_VEC3']._serialized_end=544
   _globals['_JOINT']._serialized_start=547
-  _globals['_JOINT']._serialized_end=742
-  _globals['_HEATMAPS']._serialized_start=744
-  _globals['_HEATMAPS']._serialized_end=853
-  _globals['_CROP']._serialized_start=855
-  _globals['_CROP']._serialized_end=906
-  _globals['_PERSON']._serialized_start=909
-  _globals['_PERSON']._serialized_end=1112
-  _globals['_MODELINFO']._serialized_start=1114
-  _globals['_MODELINFO']._serialized_end=1173
-  _globals['_IMAGESIZE']._serialized_start=1175
-  _globals['_IMAGESIZE']._serialized_end=1217
-  _globals['_ERROR']._serialized_start=1219
-  _globals['_ERROR']._serialized_end=1299
-  _globals['_PREDICTRESPONSE']._serialized_start=1302
-  _globals['_PREDICTRESPONSE']._serialized_end=1659
-  _globals['_PREDICTRESPONSE_TIMINGSMSENTRY']._serialized_start=1611
-  _globals['_PREDICTRESPONSE_TIMINGSMSENTRY']._serialized_end=1659
-  _globals['_GETMODELREQUEST']._serialized_start=1661
-  _globals['_GETMODELREQUEST']._serialized_end=1678
-  _globals['_MODELDESCRIPTION']._serialized_start=1681
-  _globals['_MODELDESCRIPTION']._serialized_end=1839
-  _globals['_POSESERVICE']._serialized_start=1932
-  _globals['_POSESERVICE']._serialized_end=2144
+  _globals['_JOINT']._serialized_end=782
+  _globals['_HEATMAPS']._serialized_start=784
+  _globals['_HEATMAPS']._serialized_end=893
+  _globals['_CROP']._serialized_start=895
+  _globals['_CROP']._serialized_end=946
+  _globals['_PERSON']._serialized_start=949
+  _globals['_PERSON']._serialized_end=1152
+  _globals['_MODELINFO']._serialized_start=1154
+  _globals['_MODELINFO']._serialized_end=1213
+  _globals['_IMAGESIZE']._serialized_start=1215
+  _globals['_IMAGESIZE']._serialized_end=1257
+  _globals['_ERROR']._serialized_start=1259
+  _globals['_ERROR']._serialized_end=1339
+  _globals['_PREDICTRESPONSE']._serialized_start=1342
+  _globals['_PREDICTRESPONSE']._serialized_end=1699
+  _globals['_PREDICTRESPONSE_TIMINGSMSENTRY']._serialized_start=1651
+  _globals['_PREDICTRESPONSE_TIMINGSMSENTRY']._serialized_end=1699
+  _globals['_GETMODELREQUEST']._serialized_start=1701
+  _globals['_GETMODELREQUEST']._serialized_end=1718
+  _globals['_MODELDESCRIPTION']._serialized_start=1721
+  _globals['_MODELDESCRIPTION']._serialized_end=1879
+  _globals['_POSESERVICE']._serialized_start=1972
+  _globals['_POSESERVICE']._serialized_end=2184
 # @@protoc_insertion_point(module_scope)

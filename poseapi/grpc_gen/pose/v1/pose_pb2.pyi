@@ -80,20 +80,22 @@ class Vec3(_message.Message):
     def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., z: _Optional[float] = ...) -> None: ...
 
 class Joint(_message.Message):
-    __slots__ = ("name", "pixel", "camera_mm", "relative_mm", "normalised", "uncertainty_mm")
+    __slots__ = ("name", "pixel", "camera_mm", "relative_mm", "normalised", "uncertainty_mm", "visibility")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PIXEL_FIELD_NUMBER: _ClassVar[int]
     CAMERA_MM_FIELD_NUMBER: _ClassVar[int]
     RELATIVE_MM_FIELD_NUMBER: _ClassVar[int]
     NORMALISED_FIELD_NUMBER: _ClassVar[int]
     UNCERTAINTY_MM_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     pixel: Vec2
     camera_mm: Vec3
     relative_mm: Vec3
     normalised: Vec3
     uncertainty_mm: Vec3
-    def __init__(self, name: _Optional[str] = ..., pixel: _Optional[_Union[Vec2, _Mapping]] = ..., camera_mm: _Optional[_Union[Vec3, _Mapping]] = ..., relative_mm: _Optional[_Union[Vec3, _Mapping]] = ..., normalised: _Optional[_Union[Vec3, _Mapping]] = ..., uncertainty_mm: _Optional[_Union[Vec3, _Mapping]] = ...) -> None: ...
+    visibility: float
+    def __init__(self, name: _Optional[str] = ..., pixel: _Optional[_Union[Vec2, _Mapping]] = ..., camera_mm: _Optional[_Union[Vec3, _Mapping]] = ..., relative_mm: _Optional[_Union[Vec3, _Mapping]] = ..., normalised: _Optional[_Union[Vec3, _Mapping]] = ..., uncertainty_mm: _Optional[_Union[Vec3, _Mapping]] = ..., visibility: _Optional[float] = ...) -> None: ...
 
 class Heatmaps(_message.Message):
     __slots__ = ("format", "shape", "dtype", "data", "scale")
