@@ -220,6 +220,40 @@ def calibration_set(sources: Sequence[tuple[Any, int]], seed: int = CALIBRATION_
     return examples
 
 
+def reliability_figure(panels: Sequence[tuple[str, dict[str, Any]]], size: int = 360):
+    """A PIL image of reliability diagrams, one panel per (title, `reliability` dict): per
+    confidence bin a bar up to the observed in-view frequency, a tick at the bin's mean
+    confidence, the diagonal of perfect calibration, and the ECE and joint count."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=12)
+    pad, top = 40, 36
+    canvas = Image.new("RGB", (size * len(panels), size), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    inner = size - pad - 12
+    for k, (title, rel) in enumerate(panels):
+        x0, y1 = k * size + pad, top + inner  # plot origin (confidence 0, frequency 0)
+
+        def at(conf: float, freq: float, x0: float = x0, y1: float = y1) -> tuple[float, float]:
+            return x0 + conf * inner, y1 - freq * (inner - top + 20)
+
+        draw.rectangle((*at(0, 1), *at(1, 0)), outline=(0, 0, 0))
+        draw.line((*at(0, 0), *at(1, 1)), fill=(150, 150, 150), width=1)
+        for b in rel["reliability"]:
+            lo, hi = b["bin"]
+            draw.rectangle((*at(lo + 0.005, b["frequency"]), *at(hi - 0.005, 0)),
+                           fill=(70, 130, 200), outline=(40, 80, 140))
+            cx, cy = at(b["mean_confidence"], b["frequency"])
+            draw.line((cx, cy - 4, cx, cy + 4), fill=(200, 60, 40), width=2)
+        for v in (0.0, 0.5, 1.0):
+            draw.text((at(v, 0)[0] - 8, y1 + 4), f"{v:g}", fill=(0, 0, 0), font=font)
+            draw.text((x0 - 26, at(0, v)[1] - 6), f"{v:g}", fill=(0, 0, 0), font=font)
+        draw.text((x0, 6), title, fill=(0, 0, 0), font=font)
+        draw.text((x0, 20), f"ECE {rel['ece']:.3f}, accuracy {100 * rel['accuracy']:.1f} %, "
+                  f"{rel['joints']} joints", fill=(0, 0, 0), font=font)
+    return canvas
+
+
 def _parse_sources(specs: Sequence[str]) -> list[tuple[str, int]]:
     out = []
     for spec in specs:
@@ -245,6 +279,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", required=True, help="e.g. synthetic-test or real2d-val")
     ev.add_argument("--limit", type=int, help="only the first N samples")
     ev.add_argument("--json", type=Path, help="write the results here")
+    fig = sub.add_parser("figure", help="reliability diagrams of evaluate's JSON files")
+    fig.add_argument("results", type=Path, nargs="+", help="evaluate --json outputs")
+    fig.add_argument("--out", type=Path, required=True, help="PNG to write")
     return p
 
 
@@ -253,6 +290,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from training.evaluate import open_registered
 
     args = get_args_parser().parse_args(argv)
+    if args.command == "figure":
+        panels = []
+        for path in args.results:
+            result = json.loads(path.read_text())
+            if "visibility" not in result:
+                raise SystemExit(f"{path} has no visibility results (a model without the head)")
+            panels.append((f"{result['dataset']}: full, cut, occluded views",
+                           result["visibility"]))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        reliability_figure(panels).save(args.out)
+        print(f"wrote {args.out}")
+        return {"panels": len(panels)}
     if args.command == "calibrate":
         model, payload = load_checkpoint(args.checkpoint)
         if model.visibility is None:

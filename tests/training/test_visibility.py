@@ -65,3 +65,24 @@ def test_evaluate_views_scores_every_view() -> None:
     # the same seed gives the same crops
     a, b = view_example(sample_3d(1), "cut", 5, 1), view_example(sample_3d(1), "cut", 5, 1)
     assert (a.image == b.image).all()
+
+
+def test_reliability_figure_has_a_panel_per_result(tmp_path) -> None:
+    import json
+
+    from training.visibility import main
+
+    rel = reliability(np.array([0.1, 0.9, 0.8, 0.3]), np.array([False, True, True, True]))
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"dataset": name, "visibility": rel}))
+    out = tmp_path / "fig.png"
+    main(["figure", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)])
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.size == (720, 360)
+        pixels = np.asarray(image.convert("RGB"))
+    assert (pixels == (70, 130, 200)).all(axis=-1).sum() > 100  # the bars are drawn
+    (tmp_path / "c.json").write_text(json.dumps({"dataset": "c"}))
+    with pytest.raises(SystemExit, match="no visibility"):
+        main(["figure", str(tmp_path / "c.json"), "--out", str(out)])
