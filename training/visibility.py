@@ -248,7 +248,7 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, Any]]], size: int =
         for v in (0.0, 0.5, 1.0):
             draw.text((at(v, 0)[0] - 8, y1 + 4), f"{v:g}", fill=(0, 0, 0), font=font)
             draw.text((x0 - 26, at(0, v)[1] - 6), f"{v:g}", fill=(0, 0, 0), font=font)
-        draw.text((at(0.5, 0)[0] - 30, y1 + 4), "confidence", fill=(0, 0, 0), font=font)
+        draw.text((at(0.68, 0)[0], y1 + 4), "confidence", fill=(0, 0, 0), font=font)
         draw.text((x0 + 4, at(0, 1)[1] + 2), "in view (observed)", fill=(0, 0, 0), font=font)
         draw.text((x0, 6), title, fill=(0, 0, 0), font=font)
         draw.text((x0, 20), f"ECE {rel['ece']:.3f}, accuracy {100 * rel['accuracy']:.1f} %, "
