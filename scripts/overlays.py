@@ -34,6 +34,10 @@ RUNS = [
     # The man on the box and the walking woman (the boxes of peers/bench_blazepose.py).
     ("sports2d_frame075_boxes", PHOTOS / "sports2d_frame075.jpg",
      ["--box", "391,33,480,480", "--box", "1018,478,500,500"]),
+    # The portraits with a box around the visible person, as a detector or a user gives it:
+    # cut by the image's bottom edge (issue 22's half bodies).
+    ("astronaut_box", PHOTOS / "astronaut.jpg", ["--box", "20,0,470,512"]),
+    ("grace_hopper_box", PHOTOS / "grace_hopper.jpg", ["--box", "40,10,430,590"]),
 ]
 
 
