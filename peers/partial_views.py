@@ -35,7 +35,15 @@ from PIL import Image
 from peers.blazepose_client import BlazePoseClient
 from peers.blazepose_mapping import SOURCES, map_points
 from peers.common import load_ours, open_source, write_json
-from training.visibility import EVAL_SEED, VIEWS, predict, reliability, view_example
+from training.data.transforms import crop_pixels
+from training.visibility import (
+    EVAL_SEED,
+    VIEWS,
+    module_runner,
+    predict,
+    reliability,
+    view_example,
+)
 
 PCK_FRACTIONS = (0.05, 0.10)
 
@@ -47,8 +55,7 @@ def score(examples, coords: np.ndarray, returned: np.ndarray,
     coords (N, 17, 2) crop pixels; returned (N, 17) bool: the model gave the joint."""
     labelled = np.stack([e.labelled.numpy() for e in examples])
     visible = np.stack([e.visible.numpy() for e in examples])
-    target = np.stack([(e.target[:, :2].double().numpy() + 1) * e.crop.size / 2
-                       for e in examples])
+    target = np.stack([crop_pixels(e.target.double().numpy(), e.crop.size) for e in examples])
     seen = labelled & visible
     got = seen & returned
     err = np.linalg.norm(coords - target, axis=-1)[got]
@@ -64,20 +71,10 @@ def score(examples, coords: np.ndarray, returned: np.ndarray,
 
 
 def ours(examples, torchscript: Path) -> dict[str, Any]:
-    import torch
-
-    from training.visibility import Predictions
-
     module, label = load_ours(torchscript)
-
-    def run(images: torch.Tensor) -> Predictions:
-        with torch.inference_mode():
-            out = module(images)
-        return Predictions(out[0].double().numpy(),
-                           out[5].double().numpy() if len(out) > 5 else None)
-
-    pred = predict(run, examples)
-    coords = (pred.coords[..., :2] + 1) * examples[0].crop.size / 2
+    pred = predict(module_runner(module), examples)
+    coords = np.stack([crop_pixels(c, e.crop.size) for c, e in zip(pred.coords, examples,
+                                                                     strict=True)])
     returned = np.ones(coords.shape[:2], dtype=bool)
     return {"model": label, **score(examples, coords, returned, pred.visibility)}
 
@@ -122,14 +119,12 @@ def markdown(result: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for view, rows in result["views"].items():
         for r in rows:
-            vis = r.get("visibility", {})
+            vis = r.get("visibility")
             px = "n/a" if r["error_px_mean"] is None else f"{r['error_px_mean']:.1f}"
-            lines.append(
-                f"| {view} | {r['model']} | {px} | {100 * r['pck_5']:.1f} | "
-                f"{100 * r['pck_10']:.1f} | {100 * r['seen_returned']:.0f} % | "
-                f"{100 * vis['accuracy']:.1f} | {vis['ece']:.3f} |" if vis else
-                f"| {view} | {r['model']} | {px} | {100 * r['pck_5']:.1f} | "
-                f"{100 * r['pck_10']:.1f} | {100 * r['seen_returned']:.0f} % | n/a | n/a |")
+            scored = f"{100 * vis['accuracy']:.1f} | {vis['ece']:.3f}" if vis else "n/a | n/a"
+            lines.append(f"| {view} | {r['model']} | {px} | {100 * r['pck_5']:.1f} | "
+                         f"{100 * r['pck_10']:.1f} | {100 * r['seen_returned']:.0f} % | "
+                         f"{scored} |")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ the first person's marginal heatmaps, and returns a PNG of `panels * size` x `si
 
 1. image: the picture scaled to fit the panel and centred; each person's box (thin, in the
    person's colour) and 2D skeleton (bones and joint dots in side colours LEFT, RIGHT, CENTRE).
-   A joint the model says is out of view (visibility < SEEN_THRESHOLD) is a hollow UNSEEN ring,
+   A joint the model says is out of view (visibility < SEEN_VISIBILITY) is a hollow UNSEEN ring,
    and a bone that reaches one a thin dashed UNSEEN line, here and in the 3D view.
 2. 3D view: every person's `relative_mm`, orthographic, seen from azimuth AZIMUTH_DEG and
    elevation ELEVATION_DEG (see `view_matrix`), camera Y pointing down the screen so people
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from poseapi.values import SEEN_VISIBILITY
 from posecontract.skeleton import BONES, JOINT_NAMES
 
 RGB = tuple[int, int, int]
@@ -48,7 +49,6 @@ GRID: RGB = (64, 64, 72)
 AXES: RGB = (150, 150, 160)
 TEXT: RGB = (225, 225, 225)
 UNSEEN: RGB = (150, 150, 150)  # joints the model says are out of view, and bones to them
-SEEN_THRESHOLD = 0.5  # visibility at which a joint is drawn as seen (the service's rule)
 
 AZIMUTH_DEG = 45.0
 ELEVATION_DEG = 20.0
@@ -75,7 +75,7 @@ class ScenePerson:
         """(17,) bool: the joints drawn as seen."""
         if self.visibility is None:
             return np.ones(len(JOINT_NAMES), dtype=bool)
-        return np.asarray(self.visibility, dtype=np.float64) >= SEEN_THRESHOLD
+        return np.asarray(self.visibility, dtype=np.float64) >= SEEN_VISIBILITY
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# A joint whose `visibility` is at least this counts as seen: the service's root-depth priors and
+# auto crop, the renderer and the client's `Joint.seen` all use it.
+SEEN_VISIBILITY = 0.5
+
 
 @dataclass(frozen=True)
 class Box:

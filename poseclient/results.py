@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from poseapi import heatmaps as wire_heatmaps
-from poseapi.values import Box, ModelDescription, ModelInfo
+from poseapi.values import SEEN_VISIBILITY, Box, ModelDescription, ModelInfo
 from posecontract.geometry import Intrinsics
 
 JointField = Literal["pixel", "camera_mm", "relative_mm", "normalised", "uncertainty_mm"]
@@ -41,9 +41,9 @@ class Joint:
 
     @property
     def seen(self) -> bool:
-        """In view by the service's own rule (visibility >= 0.5); True when the model does not
-        say."""
-        return self.visibility is None or self.visibility >= 0.5
+        """In view by the service's own rule (visibility >= SEEN_VISIBILITY, 0.5); True when the
+        model does not say."""
+        return self.visibility is None or self.visibility >= SEEN_VISIBILITY
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from poseapi.values import SEEN_VISIBILITY
 from posecontract.geometry import (
     KNEE_NECK_MM,
     Crop,
@@ -37,8 +38,8 @@ _FD_STEP = 1e-4  # finite-difference step in normalised units for the Jacobian
 # Fallback when the knee-neck prior cannot apply: crops frame people at 1.5x their extent,
 # so a 1.7 m person's crop is about 2.55 m wide at the pelvis.
 CROP_WIDTH_PRIOR_MM = 2550.0
-# Visibility at which a joint counts as seen for the root-depth priors.
-SEEN = 0.5
+# Visibility at which a joint counts as seen for the root-depth priors (the API's one rule).
+SEEN = SEEN_VISIBILITY
 # Per-axis spread of an unseen joint about the model's guess: about a forearm or a shin, the
 # distance an unseen joint may lie from where a body's seen joints suggest.
 UNSEEN_STD_MM = 300.0

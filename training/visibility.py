@@ -79,7 +79,12 @@ def exported_runner(path: Path) -> Runner:
     """An exported model (model.pt or model.onnx): uint8 crops -> Predictions."""
     from training.export_onnx import load_exported
 
-    module = load_exported(path)
+    return module_runner(load_exported(path))
+
+
+def module_runner(module) -> Runner:
+    """A loaded export (TorchScript module or `OnnxModule`): uint8 crops -> Predictions, with
+    the in-view probabilities when the model has the sixth output."""
 
     def run(images: torch.Tensor) -> Predictions:
         with torch.inference_mode():

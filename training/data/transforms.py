@@ -213,6 +213,14 @@ def make_example(
     """Cut the example of `sample` under crop and colour parameters (None: no augmentation),
     and optionally a border `cut` and an `occluder` (painted with `occluder_rng`'s noise)."""
     geometry = crop_geometry(sample, params or CropParams(), size, cut)
+    return _render(sample, geometry, colour, size, cut, occluder, occluder_rng)
+
+
+def _render(sample: Sample, geometry: CropGeometry, colour: ColourParams | None, size: int,
+            cut: Cut | None, occluder: Occluder | None,
+            occluder_rng: np.random.Generator | None) -> Example:
+    """The example of `geometry` (crop_geometry of the same sample and cut): pixels, the cut
+    and the occluder painted, colour, and the masks less what the occluder hides."""
     pixels = render_crop(sample.image, geometry.crop)  # (size, size, 3)
     mask, visible = geometry.mask, geometry.visible
     if cut is not None:
@@ -247,16 +255,15 @@ def partial_example(sample: Sample, params: CropParams | None, colour: ColourPar
     want_cut, want_occluder = rng.random(2) < (partial.cut_prob, partial.occluder_prob)
     cut_rng, occluder_rng, paint_rng = rng.spawn(3)
     cut = draw_cut(cut_rng, _source_pixels(sample), sample.mask) if want_cut else None
+    geometry = crop_geometry(sample, params or CropParams(), size, cut)
     occluder = None
     if want_occluder:
-        geometry = crop_geometry(sample, params or CropParams(), size, cut)
-        occluder = draw_occluder(occluder_rng, crop_pixels(geometry.target, size),
-                                 geometry.visible, size)
-        if occluder is not None:
-            hidden = occluder.covers(crop_pixels(geometry.target, size))
-            if int((geometry.visible & ~hidden).sum()) < MIN_VISIBLE:
-                occluder = None
-    return make_example(sample, params, colour, size, cut, occluder, paint_rng)
+        joints_px = crop_pixels(geometry.target, size)
+        occluder = draw_occluder(occluder_rng, joints_px, geometry.visible, size)
+        if (occluder is not None
+                and int((geometry.visible & ~occluder.covers(joints_px)).sum()) < MIN_VISIBLE):
+            occluder = None
+    return _render(sample, geometry, colour, size, cut, occluder, paint_rng)
 
 
 def random_example(sample: Sample, rng: np.random.Generator, size: int = INPUT_SIZE,
