@@ -5,7 +5,8 @@ crops.
         --data-root build --dataset real2d-val --json bench/results/partial_real2d.json
 
 The crops are `training.visibility`'s held-out views (`view_example`: each person of the dataset
-whole, cut by an image border, and behind an occluder, fixed by `EVAL_SEED`), the 256-pixel
+whole, cut by an image border, behind an occluder, and in a tight box that the picture goes on
+beyond, fixed by `EVAL_SEED`), the 256-pixel
 images our model sees. Every model gets exactly those pixels: ours as its input, BlazePose (full
 and heavy, MediaPipe in its own venv) as a whole image, which it searches with its own detector.
 Scored per view, on the labelled joints (on `real2d-val` the teacher's labels on the whole

@@ -52,11 +52,11 @@ CHECKPOINT_NAME = "last.pt"
 RUN_DEFINING = ("variant", "train", "epochs", "steps_per_epoch", "batch_size", "source_counts",
                 "lr_max", "seed", "n_stages", "no_axis_permutation", "no_jsd", "freeze",
                 "teacher_depth_weight", "init", "trunk_body_lr_scale", "visibility",
-                "cut_prob", "occluder_prob", "visibility_weight")
+                "cut_prob", "occluder_prob", "visibility_weight", "tight_prob")
 # Run-defining arguments added later: a checkpoint saved before one existed (so trained without
 # what it switches) resumes under any value.
 ADDED_LATER = ("teacher_depth_weight", "trunk_body_lr_scale", "visibility", "cut_prob",
-               "occluder_prob", "visibility_weight")
+               "occluder_prob", "visibility_weight", "tight_prob")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -120,6 +120,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "border (head and shoulders, waist-up, knees-up, a side; default 0)")
     p.add_argument("--occluder-prob", type=float, default=0.0, metavar="P",
                    help="probability that an occluder hides part of a training example's body "
+                        "(default 0)")
+    p.add_argument("--tight-prob", type=float, default=0.0, metavar="P",
+                   help="of the border cuts, the share drawn as a tight box instead: the box "
+                        "re-framed the same way but the picture going on beyond it, as when a "
+                        "user or the service's second pass boxes only the joints in view "
                         "(default 0)")
     return p
 
@@ -393,7 +398,7 @@ def _train(args: argparse.Namespace, job: Distributed, device: torch.device,
             raise ValueError(f"Checkpoint sampler {payload['sampler']} does not match this run")
         start_epoch = int(payload["epoch"])
         set_rng_state(payload["rng"])
-    partial = PartialView(args.cut_prob, args.occluder_prob)
+    partial = PartialView(args.cut_prob, args.occluder_prob, args.tight_prob)
     loader = DataLoader(MixedDataset(sources, args.seed, partial=partial), batch_sampler=sampler,
                         num_workers=args.workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)

@@ -9,9 +9,11 @@ Two commands:
         --data-root build --dataset synthetic-test --json build/eval/v4/partial_synthetic.json
 
 **The evaluation set** is fixed by the dataset and a seed: every sample of the (held-out) dataset
-is seen three times, on its reference box without crop augmentation: whole (`full`), cut by a
+is seen four times, on its reference box without crop augmentation: whole (`full`), cut by a
 border (`cut`, `training.data.partial.draw_cut`, the box re-framed around what is left, as a
-detector or a user would box it), and with an occluder (`occluder`). The in-view labels are the
+detector or a user would box it), with an occluder (`occluder`), and in a tight box (`tight`:
+the `cut` view's box and line, but the picture goes on beyond it, as when a user or the
+service's second pass boxes only the joints in view). The in-view labels are the
 examples' own (`Example.visible`, over the labelled joints). For `real2d-val` the labels are the
 teacher's (BlazePose heavy on the whole frame, before the cut), so the "seen" joints of a cut crop
 are scored against what the teacher saw in the full picture.
@@ -47,8 +49,10 @@ from training.data.partial import PartialView
 from training.data.transforms import Example, example_rng, make_example, partial_example
 from training.metrics import mpjpe, root_relative
 
-VIEWS = ("full", "cut", "occluder")
-_VIEW_PARTIAL = {"cut": PartialView(cut_prob=1.0), "occluder": PartialView(occluder_prob=1.0)}
+VIEWS = ("full", "cut", "occluder", "tight")
+_VIEW_PARTIAL = {"cut": PartialView(cut_prob=1.0), "occluder": PartialView(occluder_prob=1.0),
+                 "tight": PartialView(cut_prob=1.0, tight_prob=1.0)}
+_VIEW_STREAM = {"tight": "cut"}  # a tight view draws the same line as the cut view
 EVAL_SEED = 20261205  # fixes the held-out partial views: every model sees the same crops
 CALIBRATION_SEED = 7
 BINS = 10
@@ -56,10 +60,11 @@ TEMPERATURE_RANGE = (0.25, 4.0)
 
 
 def view_example(sample, view: str, seed: int, index: int) -> Example:
-    """The `view` of one sample: its reference box whole, cut, or occluded (deterministic)."""
+    """The `view` of one sample: its reference box whole, cut, occluded or tightly boxed
+    (deterministic)."""
     if view == "full":
         return make_example(sample)
-    rng = example_rng(seed, index, VIEWS.index(view))
+    rng = example_rng(seed, index, VIEWS.index(_VIEW_STREAM.get(view, view)))
     return partial_example(sample, None, None, _VIEW_PARTIAL[view], rng)
 
 
@@ -278,7 +283,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     cal.add_argument("--checkpoint", type=Path, required=True)
     cal.add_argument("--data-root", type=Path, required=True)
     cal.add_argument("--sources", nargs="+", required=True, metavar="NAME:COUNT",
-                     help="training splits and how many samples of each (three views each)")
+                     help="training splits and how many samples of each (four views each)")
     cal.add_argument("--out", type=Path, required=True, help="the calibrated checkpoint")
     ev = sub.add_parser("evaluate", help="partial views of a held-out set")
     ev.add_argument("--model", type=Path, required=True, help="model.pt or model.onnx")
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result = json.loads(path.read_text())
             if "visibility" not in result:
                 raise SystemExit(f"{path} has no visibility results (a model without the head)")
-            panels.append((f"{result['dataset']}: full, cut, occluded views",
+            panels.append((f"{result['dataset']}: {', '.join(result.get('views', VIEWS))} views",
                            result["visibility"]))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         reliability_figure(panels).save(args.out)

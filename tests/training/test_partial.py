@@ -182,3 +182,40 @@ def _source():
     from training.data.sample import ListSource
 
     return ListSource("stick-3d", [sample_3d(i) for i in range(3)])
+
+
+def test_tight_box_keeps_the_picture_and_hides_what_it_leaves_out() -> None:
+    sample = sample_3d(3)
+    border = _waist_cut(sample)
+    tight = dataclasses.replace(border, tight=True)
+    cut_geom = crop_geometry(sample, CropParams(), cut=border)
+    tight_geom = crop_geometry(sample, CropParams(), cut=tight)
+    # The same re-framed box ...
+    assert np.allclose(tight_geom.crop.pixel_matrix, cut_geom.crop.pixel_matrix)
+    # ... but nothing is blacked out: the pixels are the plain crop of that box.
+    shown = make_example(sample, CropParams(), cut=tight)
+    framed = make_example(sample, CropParams(), cut=border)
+    assert not torch.equal(shown.image, framed.image)
+    image = shown.image.permute(1, 2, 0).numpy()
+    assert (image.reshape(-1, 3) != 0).any(axis=1).mean() > (
+        framed.image.permute(1, 2, 0).numpy().reshape(-1, 3) != 0).any(axis=1).mean()
+    # In view exactly while inside the crop; the rest leaves the position loss too.
+    inside = (np.abs(tight_geom.target[:, :2]) <= 1).all(axis=1)
+    assert np.array_equal(tight_geom.visible, inside & sample.mask)
+    assert not (tight_geom.mask & ~inside).any()
+    legs = [joint_index(n) for n in ("left_ankle", "right_ankle")]
+    assert not tight_geom.visible[legs].any()
+
+
+def test_tight_prob_turns_cuts_into_tight_boxes_without_moving_other_draws() -> None:
+    sample = sample_3d(4)
+    for seed in range(8):
+        a = partial_example(sample, None, None, PartialView(1.0, 0.3),
+                            np.random.default_rng(seed))
+        b = partial_example(sample, None, None, PartialView(1.0, 0.3, tight_prob=1.0),
+                            np.random.default_rng(seed))
+        # the same cut line, hence the same box; only the blacking-out differs
+        assert torch.allclose(a.target, b.target)
+        assert not (b.visible.numpy() & ~b.labelled.numpy()).any()
+    with pytest.raises(ValueError, match="tight_prob"):
+        PartialView(tight_prob=-0.1)

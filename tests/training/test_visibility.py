@@ -65,6 +65,10 @@ def test_evaluate_views_scores_every_view() -> None:
     # the same seed gives the same crops
     a, b = view_example(sample_3d(1), "cut", 5, 1), view_example(sample_3d(1), "cut", 5, 1)
     assert (a.image == b.image).all()
+    # the tight view is the cut view's box without the blacked-out border
+    tight = view_example(sample_3d(1), "tight", 5, 1)
+    assert np.allclose(tight.crop.pixel_matrix, a.crop.pixel_matrix)
+    assert not (tight.image == a.image).all()
 
 
 def test_reliability_figure_has_a_panel_per_result(tmp_path) -> None:

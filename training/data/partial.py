@@ -9,6 +9,9 @@ leaves the picture, and says which joints stay in view:
   person's box is re-framed around what is left, as a detector or a user would box it: the
   visible joints plus the places where the body leaves the picture. Cuts come mostly from below
   (head and shoulders, waist-up, knees-up), sometimes from a side or from above.
+- a **tight box** (a `Cut` with `tight=True`): the same re-framed box, but the picture goes on
+  beyond the line: a user who boxes only the upper body, or the service's own second pass
+  boxing the joints it saw first. Joints stay in view while they are inside the crop.
 - an **occluder** (`Occluder`): an opaque rectangle in the crop, a table edge across the lower
   body or a block over some joints, filled with a patch of the crop's own scene (shifted and
   mirrored) or with a flat colour with some noise.
@@ -55,9 +58,10 @@ class PartialView:
 
     cut_prob: float = 0.0
     occluder_prob: float = 0.0
+    tight_prob: float = 0.0  # of the cuts, the share that are tight boxes (no border drawn)
 
     def __post_init__(self) -> None:
-        for name in ("cut_prob", "occluder_prob"):
+        for name in ("cut_prob", "occluder_prob", "tight_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"PartialView.{name} must be a probability in [0, 1], "
@@ -70,10 +74,12 @@ class PartialView:
 
 @dataclass(frozen=True)
 class Cut:
-    """A straight image border in source pixels: points u with u . normal > offset are gone."""
+    """A straight image border in source pixels: points u with u . normal > offset are gone.
+    A `tight` cut only re-frames the box: the picture beyond the line stays."""
 
     normal: tuple[float, float]  # unit vector pointing out of the remaining picture
     offset: float
+    tight: bool = False
 
     def beyond(self, uv: np.ndarray) -> np.ndarray:
         """Mask (...,) of source pixels (..., 2) beyond the border."""
@@ -143,7 +149,10 @@ def cut_box(cut: Cut, uv: np.ndarray, labelled: np.ndarray) -> Box:
 
 
 def apply_cut(pixels: np.ndarray, crop: Crop, cut: Cut) -> None:
-    """Black out, in place, the crop pixels (size, size, 3) whose source point is beyond `cut`."""
+    """Black out, in place, the crop pixels (size, size, 3) whose source point is beyond `cut`
+    (nothing for a tight cut)."""
+    if cut.tight:
+        return
     size = pixels.shape[0]
     centres = np.arange(size, dtype=np.float64) + 0.5
     gx, gy = np.meshgrid(centres, centres)

@@ -24,7 +24,7 @@ parameters from a numpy Generator, so an example is reproducible from its genera
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -162,7 +162,8 @@ def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE,
     """The crop of `sample` under `params`, with its normalised targets and joint masks.
 
     With a `cut`, the person's box is re-framed around what the cut leaves (`cut_box`) and the
-    joints beyond it leave the position mask and the visible set."""
+    joints beyond it leave the position mask and the visible set; beyond a tight cut the picture
+    goes on, so there the joints outside the crop leave them instead."""
     box = sample.box
     uv = _source_pixels(sample)
     if cut is not None:
@@ -183,7 +184,8 @@ def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE,
     with np.errstate(invalid="ignore"):
         in_view = (sample.mask & (uv[:, 0] >= 0) & (uv[:, 0] < width)
                    & (uv[:, 1] >= 0) & (uv[:, 1] < height))
-    kept = np.ones_like(sample.mask) if cut is None else ~cut.beyond(np.nan_to_num(uv))
+    cut_off = cut is not None and not cut.tight
+    kept = ~cut.beyond(np.nan_to_num(uv)) if cut_off else np.ones_like(sample.mask)
     mask = sample.mask & kept
     labelled = sample.mask.copy()
     if crop.flipped:
@@ -192,6 +194,8 @@ def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE,
     if not sample.has_depth:
         # 2D-only joints outside the crop are not supervised (3D sets keep them: reference).
         mask &= inside_crop(target)
+    elif cut is not None and cut.tight:
+        mask &= inside_crop(target)  # what the tight box leaves out is not to be invented
     visible = in_view & kept & inside_crop(target)
     return CropGeometry(crop, target, mask, z_ref, labelled, visible)
 
@@ -249,12 +253,14 @@ def partial_example(sample: Sample, params: CropParams | None, colour: ColourPar
                     partial: PartialView, rng: np.random.Generator,
                     size: int = INPUT_SIZE) -> Example:
     """An example that may show a partial body: a border cut with probability
-    `partial.cut_prob`, then an occluder with `partial.occluder_prob`, drawn from `rng` (a fixed
-    number of draws whichever fire). An occluder that would leave fewer than
-    `MIN_VISIBLE` joints in view is not painted."""
+    `partial.cut_prob` (a tight box instead with `partial.tight_prob`), then an occluder with
+    `partial.occluder_prob`, drawn from `rng` (a fixed number of draws whichever fire). An
+    occluder that would leave fewer than `MIN_VISIBLE` joints in view is not painted."""
     want_cut, want_occluder = rng.random(2) < (partial.cut_prob, partial.occluder_prob)
     cut_rng, occluder_rng, paint_rng = rng.spawn(3)
     cut = draw_cut(cut_rng, _source_pixels(sample), sample.mask) if want_cut else None
+    if cut is not None and cut_rng.random() < partial.tight_prob:
+        cut = replace(cut, tight=True)
     geometry = crop_geometry(sample, params or CropParams(), size, cut)
     occluder = None
     if want_occluder:
