@@ -47,5 +47,8 @@ def load_checkpoint(path: str | Path, add_visibility: bool = False
     if cfg.visibility and "visibility.temperature" not in state:
         # saved before the head had its calibration temperature: uncalibrated, T = 1
         state["visibility.temperature"] = torch.ones(())
+    if cfg.visibility and "visibility.offset" not in state:
+        # saved before the per-joint calibration offsets: none
+        state["visibility.offset"] = torch.zeros(len(state["visibility.bias"]))
     model.load_state_dict(state)
     return model, payload

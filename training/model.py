@@ -424,9 +424,9 @@ class VisibilityHead(nn.Module):
     linear map of both gives the logit. All of it is convolution, matrix product and mean, so
     it exports to ONNX and TorchScript as the heads do.
 
-    The logits are divided by `temperature` (a buffer, 1 while training), which calibration
-    fits afterwards on training-split crops (`training.visibility`), so a checkpoint or an export
-    carries its calibration with it.
+    The logits are divided by `temperature` and shifted by a per-joint `offset` (buffers, 1 and
+    0 while training), which calibration fits afterwards on training-split crops
+    (`training.visibility`), so a checkpoint or an export carries its calibration with it.
     """
 
     def __init__(self, feat: int, n_joints: int, channels: int = 32):
@@ -436,6 +436,7 @@ class VisibilityHead(nn.Module):
         self.context = nn.Parameter(torch.zeros(n_joints, channels))
         self.bias = nn.Parameter(torch.zeros(n_joints))
         self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("offset", torch.zeros(n_joints))
 
     def forward(self, running: Tensor, xy: Tensor) -> Tensor:
         g = self.features(running)  # (B, C, H, W)
@@ -444,7 +445,7 @@ class VisibilityHead(nn.Module):
         context = flat.mean(dim=2)  # (B, C)
         logits = ((at_joint * self.local).sum(-1) + torch.matmul(context, self.context.t())
                   + self.bias)
-        return logits / self.temperature
+        return logits / self.temperature + self.offset
 
 
 class MargiPose(nn.Module):

@@ -27,9 +27,12 @@ datasets, the root-relative error in mm at the true root depth (the MPJPE of the
 each person, mean over people), per view. A model without the head is scored on the same joints,
 so old and new models compare on the same crops.
 
-**Calibration** fits the head's temperature T (logits / T) on training-split crops made the same
-way (never on the held-out sets): the T in [0.25, 4] that minimises the negative log-likelihood of
-the in-view labels, on a grid of ratio 1.02; written into the checkpoint, whose export carries it.
+**Calibration** fits the head's temperature T and a per-joint offset o_j (logits / T + o_j) on
+training-split crops made the same way (never on the held-out sets): the logistic regression of
+the in-view labels on (logit, joint), T kept in [0.25, 4]; written into the checkpoint, whose
+export carries it. The offsets let joints the head is systematically too sure or too unsure of
+(wrists, ankles) move on their own. `--temperature-only` fits T alone, on a grid of ratio 1.02
+(how version 4 was calibrated).
 """
 
 from __future__ import annotations
@@ -111,7 +114,8 @@ def checkpoint_runner(model) -> Runner:
             coords, _, logits = model(normalise_images(images, model))
         if logits is None:
             return Predictions(coords.double().numpy(), None)
-        raw = (logits * model.visibility.temperature).double().numpy()
+        head = model.visibility
+        raw = ((logits - head.offset) * head.temperature).double().numpy()
         return Predictions(coords.double().numpy(), 1 / (1 + np.exp(-logits.double().numpy())),
                            raw)
 
@@ -217,6 +221,59 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return float(grid[best]), losses[best], nll(1.0)
 
 
+def fit_calibration(logits: np.ndarray, labels: np.ndarray, labelled: np.ndarray,
+                    iterations: int = 50) -> tuple[float, np.ndarray, float, float]:
+    """Temperature T and per-joint offsets o (J,) minimising the mean negative log-likelihood of
+    the in-view `labels` (N, J) under sigmoid(logits / T + o_j) over the `labelled` (N, J)
+    joints: a logistic regression on (logit, joint) by Newton's method (L2 of 1e-3 on the
+    offsets keeps a joint seen only one way finite). T is kept in TEMPERATURE_RANGE.
+    Returns (T, o, NLL fitted, NLL uncalibrated)."""
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, bool)
+    m = np.asarray(labelled, bool)
+    n_joints = z.shape[1]
+    joint = np.broadcast_to(np.arange(n_joints), z.shape)[m]
+    z, y = z[m], y[m].astype(np.float64)
+    if len(z) == 0:
+        raise ValueError("No labelled joints to calibrate on")
+    design = np.zeros((len(z), 1 + n_joints))
+    design[:, 0] = z
+    design[np.arange(len(z)), 1 + joint] = 1.0
+    ridge = np.full(1 + n_joints, 1e-3)
+    ridge[0] = 0.0
+    theta = np.zeros(1 + n_joints)
+    theta[0] = 1.0
+
+    def nll(t: np.ndarray) -> float:
+        s = design @ t
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-(design @ theta)))
+        grad = design.T @ (p - y) / len(z) + ridge * theta
+        hess = (design * (p * (1 - p))[:, None]).T @ design / len(z) + np.diag(ridge + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        rate = 1.0
+        while nll(theta - rate * step) > nll(theta) + 1e-12 and rate > 1e-4:
+            rate /= 2
+        theta = theta - rate * step
+        if np.abs(rate * step).max() < 1e-9:
+            break
+    lo, hi = TEMPERATURE_RANGE
+    t = float(np.clip(1 / theta[0], lo, hi)) if theta[0] > 0 else hi
+    if t != 1 / theta[0]:  # the scale hit its bound: refit the offsets alone at that T
+        theta[0] = 1 / t
+        for _ in range(iterations):
+            p = 1 / (1 + np.exp(-(design @ theta)))
+            grad = (design.T @ (p - y) / len(z) + ridge * theta)[1:]
+            hess = ((design[:, 1:] * (p * (1 - p))[:, None]).T @ design[:, 1:] / len(z)
+                    + np.diag(ridge[1:] + 1e-9))
+            theta[1:] -= np.linalg.solve(hess, grad)
+    before = np.zeros(1 + n_joints)
+    before[0] = 1.0
+    return t, theta[1:].copy(), nll(theta), nll(before)
+
+
 def calibration_set(sources: Sequence[tuple[Any, int]], seed: int = CALIBRATION_SEED
                     ) -> list[Example]:
     """Training-split examples of every view (evenly spaced samples of each source)."""
@@ -279,12 +336,14 @@ def _parse_sources(specs: Sequence[str]) -> list[tuple[str, int]]:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    cal = sub.add_parser("calibrate", help="fit the visibility head's temperature")
+    cal = sub.add_parser("calibrate", help="fit the visibility head's temperature and offsets")
     cal.add_argument("--checkpoint", type=Path, required=True)
     cal.add_argument("--data-root", type=Path, required=True)
     cal.add_argument("--sources", nargs="+", required=True, metavar="NAME:COUNT",
                      help="training splits and how many samples of each (four views each)")
     cal.add_argument("--out", type=Path, required=True, help="the calibrated checkpoint")
+    cal.add_argument("--temperature-only", action="store_true",
+                     help="fit one temperature and no per-joint offsets (the version 4 way)")
     ev = sub.add_parser("evaluate", help="partial views of a held-out set")
     ev.add_argument("--model", type=Path, required=True, help="model.pt or model.onnx")
     ev.add_argument("--data-root", type=Path, required=True)
@@ -319,17 +378,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if model.visibility is None:
             raise SystemExit(f"{args.checkpoint} has no visibility head to calibrate")
         model.visibility.temperature.fill_(1.0)
+        model.visibility.offset.zero_()
         sources = [(open_registered(name, args.data_root), n)
                    for name, n in _parse_sources(args.sources)]
         examples = calibration_set(sources)
         pred = predict(checkpoint_runner(model), examples)
         labelled = np.stack([e.labelled.numpy() for e in examples])
         visible = np.stack([e.visible.numpy() for e in examples])
-        t, fitted, before = fit_temperature(pred.logits[labelled], visible[labelled])
+        if args.temperature_only:
+            t, fitted, before = fit_temperature(pred.logits[labelled], visible[labelled])
+            offsets = np.zeros(pred.logits.shape[1])
+        else:
+            t, offsets, fitted, before = fit_calibration(pred.logits, visible, labelled)
         model.visibility.temperature.fill_(t)
+        model.visibility.offset.copy_(torch.from_numpy(offsets))
         extra = {k: v for k, v in payload.items() if k not in ("model_config", "state_dict")}
         extra["visibility_calibration"] = {
-            "temperature": t, "nll": fitted, "nll_uncalibrated": before,
+            "temperature": t, "offsets": [round(float(o), 4) for o in offsets],
+            "nll": fitted, "nll_uncalibrated": before,
             "sources": list(args.sources), "examples": len(examples), "seed": CALIBRATION_SEED}
         save_checkpoint(args.out, model, **extra)
         result = extra["visibility_calibration"]

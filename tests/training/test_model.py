@@ -199,3 +199,18 @@ def test_a_checkpoint_without_a_head_loads_with_a_fresh_one(tmp_path):
     torch.save(payload, tmp_path / "broken.pt")
     with pytest.raises(ValueError, match="does not fit"):
         load_checkpoint(tmp_path / "broken.pt", add_visibility=True)
+
+
+def test_a_head_saved_before_its_calibration_buffers_loads_uncalibrated(tmp_path):
+    model = build_model(tiny(visibility=True), pretrained=False).eval()
+    model.visibility.temperature.fill_(2.0)
+    model.visibility.offset.fill_(0.5)
+    x = torch.randn(1, 3, 256, 256)
+    logits = model(x)[2]
+    payload = {"model_config": model.cfg.to_dict(), "state_dict": dict(model.state_dict())}
+    del payload["state_dict"]["visibility.temperature"], payload["state_dict"]["visibility.offset"]
+    torch.save(payload, tmp_path / "old.pt")
+    old, _ = load_checkpoint(tmp_path / "old.pt")
+    assert float(old.visibility.temperature) == 1.0 and not old.visibility.offset.any()
+    # the same raw logits, uncalibrated: (logits - 0.5) * 2
+    torch.testing.assert_close(old.eval()(x)[2], (logits - 0.5) * 2.0, rtol=1e-4, atol=1e-4)

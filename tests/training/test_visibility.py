@@ -14,6 +14,7 @@ from training.visibility import (
     calibration_set,
     checkpoint_runner,
     evaluate_views,
+    fit_calibration,
     fit_temperature,
     reliability,
     view_example,
@@ -41,6 +42,21 @@ def test_fit_temperature_finds_the_temperature_that_made_the_labels() -> None:
     labels = rng.random(20000) < 1 / (1 + np.exp(-logits / 2.0))  # over-confident by 2x
     t, fitted, before = fit_temperature(logits, labels)
     assert t == pytest.approx(2.0, rel=0.06) and fitted < before
+
+
+def test_fit_calibration_recovers_temperature_and_offsets() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (6000, 4))
+    offsets = np.array([0.0, 1.0, -0.8, 0.3])
+    labels = rng.random(logits.shape) < 1 / (1 + np.exp(-(logits / 1.5 + offsets)))
+    labelled = rng.random(logits.shape) < 0.9
+    t, o, fitted, before = fit_calibration(logits, labels, labelled)
+    assert t == pytest.approx(1.5, rel=0.05)
+    assert np.allclose(o, offsets, atol=0.1)
+    assert fitted < before
+    # nothing to fit on
+    with pytest.raises(ValueError, match="No labelled"):
+        fit_calibration(logits, labels, np.zeros_like(labelled))
 
 
 def test_calibration_refuses_held_out_sets() -> None:
