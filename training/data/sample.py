@@ -41,6 +41,9 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     # joints carry a teacher's depth estimate (has_depth False): the loss weights their depth
     teacher_depth: bool = False
+    # (17,) bool: labelled joints hidden behind something in the picture (not the body itself);
+    # None where the source does not know (they count as in view)
+    occluded: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         joints = np.asarray(self.joints, dtype=np.float64)
@@ -56,6 +59,12 @@ class Sample:
             raise ValueError(f"Sample.image must be RGB, got mode {self.image.mode}")
         object.__setattr__(self, "joints", joints)
         object.__setattr__(self, "mask", mask)
+        if self.occluded is not None:
+            occluded = np.asarray(self.occluded, dtype=bool)
+            if occluded.shape != (NUM_JOINTS,):
+                raise ValueError(f"Sample.occluded must have shape ({NUM_JOINTS},), "
+                                 f"got {occluded.shape}")
+            object.__setattr__(self, "occluded", occluded)
 
 
 @runtime_checkable

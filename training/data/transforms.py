@@ -186,6 +186,8 @@ def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE,
                    & (uv[:, 1] >= 0) & (uv[:, 1] < height))
     cut_off = cut is not None and not cut.tight
     kept = ~cut.beyond(np.nan_to_num(uv)) if cut_off else np.ones_like(sample.mask)
+    if sample.occluded is not None:
+        kept = kept & ~sample.occluded  # hidden in the source picture itself
     mask = sample.mask & kept
     labelled = sample.mask.copy()
     if crop.flipped:

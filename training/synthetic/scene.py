@@ -11,8 +11,9 @@ Steps (each draw from one numpy Generator, so a scene is a pure function of its 
 3. rasterise (`raster`), dress and light (`appearance`), anti-alias the silhouette and put it
    over a background (`backgrounds`) with a soft contact shadow on floors;
 4. occluders: with probability 0.35, one to three flat shapes (plain, noise or photo-textured)
-   in front of the person; the joints stay labelled, `occlusion` records the hidden fraction
-   of body pixels;
+   in front of the person; the joints stay labelled, `Scene.occluded` says which of them lie
+   under a shape (the pixel the joint projects to is covered) and `occlusion` records the hidden
+   fraction of body pixels;
 5. degradations: defocus or motion blur, sensor noise, a colour cast, JPEG re-encoding.
 
 Camera space is OpenCV's (x right, y down, z forward) in millimetres, like every `Sample`.
@@ -72,6 +73,7 @@ class Scene:
     joints: np.ndarray  # (17, 3) camera space, mm
     body_mask: np.ndarray  # (H, W) bool: body pixels before occluders
     meta: dict[str, Any]
+    occluded: np.ndarray | None = None  # (17,) bool: joint's pixel under an occluder
 
 
 def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -249,13 +251,31 @@ def render_scene(asset: BodyAsset, body: int, pose: poses.Pose, rng: np.random.G
     image = background * (1 - alpha) + body_rgb * alpha
 
     occlusion = 0.0
+    cam_joints = view.to_camera(world_joints)
+    occluded = np.zeros(len(cam_joints), dtype=bool)
     if rng.random() < OCCLUDER_PROB:
         image, covered = _occluders(rng, image, mask, split)
         occlusion = float((covered & mask).sum() / max(mask.sum(), 1))
+        occluded = joints_covered(covered, cam, cam_joints)
     pixels, info = _degrade(rng, image)
     meta = {"background": kind, "occlusion": occlusion, "azimuth": view.azimuth,
             "elevation": view.elevation, **info}
-    return Scene(pixels, cam, view.to_camera(world_joints), mask, meta)
+    return Scene(pixels, cam, cam_joints, mask, meta, occluded)
+
+
+def joints_covered(covered: np.ndarray, cam: Intrinsics, cam_joints: np.ndarray) -> np.ndarray:
+    """(17,) bool: the joints (camera space, mm) whose projected pixel is `covered` (H, W);
+    joints outside the image or behind the camera are not covered (they are out of view by
+    other rules)."""
+    z = cam_joints[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.floor(cam.fx * cam_joints[:, 0] / z + cam.cx)
+        v = np.floor(cam.fy * cam_joints[:, 1] / z + cam.cy)
+    height, width = covered.shape
+    inside = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    out = np.zeros(len(cam_joints), dtype=bool)
+    out[inside] = covered[v[inside].astype(int), u[inside].astype(int)]
+    return out
 
 
 def _contact_shadow(background: np.ndarray, view: View, rays: np.ndarray,

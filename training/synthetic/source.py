@@ -45,6 +45,7 @@ def render_sample(asset: BodyAsset, library: MotionLibrary, split: str, seed: in
         box=reference_box(scene.camera, scene.joints),
         augmentation=AUG_3D,
         meta=meta,
+        occluded=scene.occluded,
     )
     return sample, scene
 

@@ -17,6 +17,7 @@ def test_shards_round_trip(tmp_path):
         np.testing.assert_array_equal(stored.joints, original.joints)
         assert stored.camera == original.camera and stored.box == original.box
         assert stored.meta == original.meta
+        np.testing.assert_array_equal(stored.occluded, original.occluded)
         diff = np.abs(np.asarray(stored.image, dtype=int) - np.asarray(original.image, dtype=int))
         assert diff.mean() < 8  # JPEG at quality 95 of a noisy image
 
@@ -41,3 +42,12 @@ def test_render_command_splits_the_shards_between_parts(tmp_path):
     with pytest.raises(SystemExit):
         main(["--split", "test", "--size", "5", "--out", str(tmp_path), "--part", "2",
               "--parts", "2"])
+
+
+def test_shards_written_before_the_occluder_labels_say_not_known(tmp_path):
+    write_shards(SyntheticHumans("test", size=1, seed=5), tmp_path, shard_size=1, quality=90)
+    path = tmp_path / "shard-00000.npz"
+    with np.load(path) as z:
+        old = {k: z[k] for k in z.files if k != "occluded"}
+    np.savez(path, **old)
+    assert ShardSource(tmp_path)[0].occluded is None

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,40 @@ def test_bad_arguments_are_refused():
         SyntheticHumans("val")
     with pytest.raises(IndexError):
         SyntheticHumans("train", size=2)[2]
+
+
+def test_joints_under_a_scene_occluder_are_marked_and_leave_the_view() -> None:
+    from posecontract.geometry import Intrinsics
+    from training.data.transforms import crop_geometry
+    from training.synthetic.scene import joints_covered
+
+    cam = Intrinsics(100.0, 100.0, 20.0, 20.0)
+    joints = np.array([[0.0, 0.0, 1000.0], [100.0, 0.0, 1000.0], [0.0, 0.0, -50.0],
+                       [1000.0, 0.0, 1000.0]])  # centre, 10 px right, behind, off the image
+    covered = np.zeros((40, 40), dtype=bool)
+    covered[18:23, 18:23] = True  # over the centre pixel (20, 20)
+    covered[:, 39] = True
+    assert joints_covered(covered, cam, joints).tolist() == [True, False, False, False]
+    # A sample's occluded joints are out of view and out of the position loss.
+    sample = SyntheticHumans("test", size=4, seed=3)[0]
+    hidden = np.zeros(17, dtype=bool)
+    hidden[[3, 4]] = True
+    plain = crop_geometry(sample, CropParams())
+    marked = crop_geometry(dataclasses.replace(sample, occluded=hidden), CropParams())
+    assert np.array_equal(marked.visible, plain.visible & ~hidden)
+    assert np.array_equal(marked.mask, plain.mask & ~hidden)
+    assert marked.labelled[[3, 4]].all()  # still labelled: their in-view answer is "no"
+
+
+def test_rendered_occluder_labels_match_the_pixels() -> None:
+    # Among a few renders some have occluders; every joint marked occluded projects inside the
+    # image, and a render without occluders marks none.
+    source = SyntheticHumans("test", size=12, seed=11)
+    marked = 0
+    for i in range(len(source)):
+        s = source[i]
+        assert s.occluded is not None and s.occluded.shape == (17,)
+        if s.meta["occlusion"] == 0.0:
+            assert not s.occluded.any()
+        marked += int(s.occluded.sum())
+    assert marked > 0
