@@ -512,7 +512,8 @@ class _FixedBatchNorm2d(nn.BatchNorm2d):
 
 
 # Parts of a model that `freeze` can fix, by name -> submodule paths.
-FREEZABLE = {"stride8": ("trunk.stem", "trunk.to_stride8"), "trunk-body": ("trunk.body",)}
+FREEZABLE = {"stride8": ("trunk.stem", "trunk.to_stride8"), "trunk-body": ("trunk.body",),
+             "all-but-visibility": ()}  # every top-level module but `visibility` (found then)
 
 
 def freeze(model: MargiPose, part: str) -> int:
@@ -523,16 +524,24 @@ def freeze(model: MargiPose, part: str) -> int:
     ImageNet's real photos taught (a synthetic training set cannot improve them, only specialise
     them to its renderer) and skips their backward pass, the costliest at full resolution.
     "trunk-body" fixes a BlazePose trunk's converted network (its adapter still trains): only the
-    heads learn, at several times the steps per CPU-hour.
+    heads learn, at several times the steps per CPU-hour. "all-but-visibility" fixes everything
+    but the visibility head: the positions stay exactly those of the checkpoint it starts from,
+    and only the in-view head learns.
     """
     if part not in FREEZABLE:
         raise ValueError(f"Unknown part {part!r} to freeze; choose one of {sorted(FREEZABLE)}")
-    needs = {"stride8": ("efficientnet-lite0",), "trunk-body": BLAZEPOSE_TRUNKS}[part]
-    if model.cfg.trunk not in needs:
-        raise ValueError(f"freeze({part!r}) needs a {' or '.join(needs)} trunk, "
-                         f"not {model.cfg.trunk!r}")
+    paths = FREEZABLE[part]
+    if part == "all-but-visibility":
+        if model.visibility is None:
+            raise ValueError("freeze('all-but-visibility') needs a model with a visibility head")
+        paths = tuple(name for name, _ in model.named_children() if name != "visibility")
+    else:
+        needs = {"stride8": ("efficientnet-lite0",), "trunk-body": BLAZEPOSE_TRUNKS}[part]
+        if model.cfg.trunk not in needs:
+            raise ValueError(f"freeze({part!r}) needs a {' or '.join(needs)} trunk, "
+                             f"not {model.cfg.trunk!r}")
     count = 0
-    for path in FREEZABLE[part]:
+    for path in paths:
         module = model.get_submodule(path)
         for p in module.parameters():
             p.requires_grad_(False)

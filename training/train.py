@@ -97,7 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", choices=sorted(FREEZABLE),
                    help="keep this part of the pretrained trunk fixed (stride8: stem and blocks "
                         "to stride 8, BatchNorm statistics included; trunk-body: a BlazePose "
-                        "trunk's converted network, only its adapter and the heads train)")
+                        "trunk's converted network, only its adapter and the heads train; "
+                        "all-but-visibility: only the visibility head trains)")
     p.add_argument("--trunk-body-lr-scale", type=float, default=1.0, metavar="S",
                    help="train a BlazePose trunk's converted network at S times the scheduled "
                         "learning rate (its adapter and the heads at 1x): fine-tuning pretrained "

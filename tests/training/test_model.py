@@ -214,3 +214,31 @@ def test_a_head_saved_before_its_calibration_buffers_loads_uncalibrated(tmp_path
     assert float(old.visibility.temperature) == 1.0 and not old.visibility.offset.any()
     # the same raw logits, uncalibrated: (logits - 0.5) * 2
     torch.testing.assert_close(old.eval()(x)[2], (logits - 0.5) * 2.0, rtol=1e-4, atol=1e-4)
+
+
+def test_freeze_all_but_visibility_keeps_the_positions_exactly() -> None:
+    from training.losses import visibility_loss
+    from training.model import freeze
+
+    with pytest.raises(ValueError, match="visibility head"):
+        freeze(build_model(tiny(), pretrained=False), "all-but-visibility")
+    model = build_model(tiny(visibility=True), pretrained=False)
+    count = freeze(model, "all-but-visibility")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("visibility.") for n in trainable)
+    assert count == sum(p.numel() for n, p in model.named_parameters()
+                        if not n.startswith("visibility."))
+    x = torch.rand(2, 3, 256, 256)
+    model.eval()
+    before = model(x)[0].detach().clone()
+    model.train()
+    optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    for _ in range(2):
+        coords, _, logits = model(x)
+        labels = torch.ones(2, NUM_JOINTS, dtype=torch.bool)
+        loss = visibility_loss(logits, labels, labels) + coords.square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    assert torch.equal(model(x)[0], before)  # not one position moved, BatchNorm included
