@@ -50,7 +50,7 @@ def test_cli_runs_ours_and_blazepose_on_the_same_crops(blazepose_venv, model_rep
          "--data-root", str(tmp_path / "data"), "--dataset", "real2d-trainval",
          "--complexity", "1", "--json", str(out)])
     result = partial_views.main(args)
-    assert set(result["views"]) == {"full", "cut", "occluder"}
+    assert set(result["views"]) == {"full", "cut", "occluder", "tight"}
     for rows in result["views"].values():
         ours, blaze = rows
         assert ours["model"] == f"{MODEL_NAME} (ours)" and "visibility" in ours
