@@ -241,37 +241,37 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, labelled: np.ndarray
     design[np.arange(len(z)), 1 + joint] = 1.0
     ridge = np.full(1 + n_joints, 1e-3)
     ridge[0] = 0.0
-    theta = np.zeros(1 + n_joints)
-    theta[0] = 1.0
 
     def nll(t: np.ndarray) -> float:
         s = design @ t
         return float(np.mean(np.logaddexp(0.0, s) - y * s))
 
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-(design @ theta)))
-        grad = design.T @ (p - y) / len(z) + ridge * theta
-        hess = (design * (p * (1 - p))[:, None]).T @ design / len(z) + np.diag(ridge + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        rate = 1.0
-        while nll(theta - rate * step) > nll(theta) + 1e-12 and rate > 1e-4:
-            rate /= 2
-        theta = theta - rate * step
-        if np.abs(rate * step).max() < 1e-9:
-            break
+    def newton(theta: np.ndarray, free: slice) -> np.ndarray:
+        """Damped Newton steps on theta[free], the other entries held."""
+        x, r = design[:, free], ridge[free]
+        for _ in range(iterations):
+            p = 1 / (1 + np.exp(-(design @ theta)))
+            grad = x.T @ (p - y) / len(z) + r * theta[free]
+            hess = (x * (p * (1 - p))[:, None]).T @ x / len(z) + np.diag(r + 1e-9)
+            step = np.zeros_like(theta)
+            step[free] = np.linalg.solve(hess, grad)
+            rate, before = 1.0, nll(theta)
+            while nll(theta - rate * step) > before + 1e-12 and rate > 1e-4:
+                rate /= 2
+            theta = theta - rate * step
+            if np.abs(rate * step).max() < 1e-9:
+                break
+        return theta
+
+    start = np.zeros(1 + n_joints)
+    start[0] = 1.0
+    theta = newton(start, slice(None))
     lo, hi = TEMPERATURE_RANGE
     t = float(np.clip(1 / theta[0], lo, hi)) if theta[0] > 0 else hi
     if t != 1 / theta[0]:  # the scale hit its bound: refit the offsets alone at that T
         theta[0] = 1 / t
-        for _ in range(iterations):
-            p = 1 / (1 + np.exp(-(design @ theta)))
-            grad = (design.T @ (p - y) / len(z) + ridge * theta)[1:]
-            hess = ((design[:, 1:] * (p * (1 - p))[:, None]).T @ design[:, 1:] / len(z)
-                    + np.diag(ridge[1:] + 1e-9))
-            theta[1:] -= np.linalg.solve(hess, grad)
-    before = np.zeros(1 + n_joints)
-    before[0] = 1.0
-    return t, theta[1:].copy(), nll(theta), nll(before)
+        theta = newton(theta, slice(1, None))
+    return t, theta[1:].copy(), nll(theta), nll(start)
 
 
 def calibration_set(sources: Sequence[tuple[Any, int]], seed: int = CALIBRATION_SEED

@@ -269,8 +269,7 @@ def joints_covered(covered: np.ndarray, cam: Intrinsics, cam_joints: np.ndarray)
     other rules)."""
     z = cam_joints[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.floor(cam.fx * cam_joints[:, 0] / z + cam.cx)
-        v = np.floor(cam.fy * cam_joints[:, 1] / z + cam.cy)
+        u, v = np.floor(cam.project(cam_joints)).T
     height, width = covered.shape
     inside = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
     out = np.zeros(len(cam_joints), dtype=bool)
