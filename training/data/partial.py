@@ -20,7 +20,9 @@ A joint is **in view** when it is labelled, inside the crop, inside the source i
 side of a cut and not under an occluder. The training loss supervises the positions of the joints
 in view only (an invented position is never rewarded, and an unseen joint cannot pull the seen
 ones), and teaches the model's visibility head the in-view label of every labelled joint.
-Self-occlusion (a hand behind the back) is not labelled here: it stays "in view".
+Self-occlusion (a hand behind the back) is not drawn here: the synthetic renders label it
+(`Sample.self_occluded`, from the depth buffer), and such a joint is out of view but keeps its
+position target.
 
 Every draw comes from a numpy Generator after the crop and colour draws, so switching partial
 views off leaves the other examples bit-identical.

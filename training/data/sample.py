@@ -44,6 +44,9 @@ class Sample:
     # (17,) bool: labelled joints hidden behind something in the picture (not the body itself);
     # None where the source does not know (they count as in view)
     occluded: np.ndarray | None = None
+    # (17,) bool: labelled joints behind the person's own body (a far arm in a side view). Not in
+    # view, but their positions stay supervised: the body says where they are. None: not known
+    self_occluded: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         joints = np.asarray(self.joints, dtype=np.float64)
@@ -59,12 +62,13 @@ class Sample:
             raise ValueError(f"Sample.image must be RGB, got mode {self.image.mode}")
         object.__setattr__(self, "joints", joints)
         object.__setattr__(self, "mask", mask)
-        if self.occluded is not None:
-            occluded = np.asarray(self.occluded, dtype=bool)
-            if occluded.shape != (NUM_JOINTS,):
-                raise ValueError(f"Sample.occluded must have shape ({NUM_JOINTS},), "
-                                 f"got {occluded.shape}")
-            object.__setattr__(self, "occluded", occluded)
+        for name in ("occluded", "self_occluded"):
+            if getattr(self, name) is not None:
+                flags = np.asarray(getattr(self, name), dtype=bool)
+                if flags.shape != (NUM_JOINTS,):
+                    raise ValueError(f"Sample.{name} must have shape ({NUM_JOINTS},), "
+                                     f"got {flags.shape}")
+                object.__setattr__(self, name, flags)
 
 
 @runtime_checkable

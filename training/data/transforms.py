@@ -15,8 +15,9 @@ then the hue shift) to the 256 crop after the warp.
 Partial views (`training.data.partial`): with a `PartialView`, `random_example` also cuts some
 bodies by a simulated image border and hides some joints under occluders. Every example says
 which joints are in view (`Example.visible`: labelled, inside the crop and the source image, not
-cut off, not occluded); the position loss only sees joints in view among those it supervised
-before, and the visibility head learns `visible` on every labelled joint.
+cut off, not occluded, not behind the body itself); the position loss only sees joints in view
+among those it supervised before (a joint behind the body stays supervised: its place follows
+from the body), and the visibility head learns `visible` on every labelled joint.
 
 Everything is a pure function of the sample and the parameters; `random_example` draws the
 parameters from a numpy Generator, so an example is reproducible from its generator's seed.
@@ -190,6 +191,8 @@ def crop_geometry(sample: Sample, params: CropParams, size: int = INPUT_SIZE,
         kept = kept & ~sample.occluded  # hidden in the source picture itself
     mask = sample.mask & kept
     labelled = sample.mask.copy()
+    if sample.self_occluded is not None:
+        in_view = in_view & ~sample.self_occluded  # behind the body: not seen, still supervised
     if crop.flipped:
         mask, labelled = flip_joint_order(mask, axis=-1), flip_joint_order(labelled, axis=-1)
         in_view, kept = flip_joint_order(in_view, axis=-1), flip_joint_order(kept, axis=-1)

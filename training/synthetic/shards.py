@@ -65,6 +65,8 @@ def _write(path: Path, samples: list[Sample], quality: int) -> None:
         mask=np.stack([s.mask for s in samples]),
         occluded=np.stack([np.zeros(len(s.mask), bool) if s.occluded is None else s.occluded
                            for s in samples]),
+        self_occluded=np.stack([np.zeros(len(s.mask), bool) if s.self_occluded is None
+                                else s.self_occluded for s in samples]),
         camera=np.array([[s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy] for s in samples]),
         box=np.array([[*s.box.centre, s.box.side] for s in samples]),
         meta=np.frombuffer(meta, dtype=np.uint8),
@@ -115,9 +117,12 @@ class ShardSource:
         u, v, side = (float(x) for x in arrays["box"][i])
         # shards written before the occluder labels have no "occluded": not known
         occluded = arrays["occluded"][i] if "occluded" in arrays else None
+        # and those written before the self-occlusion labels have no "self_occluded"
+        behind = arrays["self_occluded"][i] if "self_occluded" in arrays else None
         return Sample(image=image, camera=Intrinsics(fx, fy, cx, cy), joints=arrays["joints"][i],
                       mask=arrays["mask"][i], has_depth=True, box=Box((u, v), side),
-                      augmentation=AUG_3D, meta=metas[i], occluded=occluded)
+                      augmentation=AUG_3D, meta=metas[i], occluded=occluded,
+                      self_occluded=behind)
 
 
 def main(argv: list[str] | None = None) -> int:

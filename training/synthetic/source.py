@@ -46,6 +46,7 @@ def render_sample(asset: BodyAsset, library: MotionLibrary, split: str, seed: in
         augmentation=AUG_3D,
         meta=meta,
         occluded=scene.occluded,
+        self_occluded=scene.self_occluded,
     )
     return sample, scene
 

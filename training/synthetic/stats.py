@@ -87,6 +87,11 @@ def main(args: argparse.Namespace) -> None:
     occ = np.array([m["occlusion"] for m in meta])
     print(f"occluded samples: {np.mean(occ > 0):.0%}; hidden body fraction when occluded: "
           f"{summary(occ[occ > 0]) if np.any(occ > 0) else '-'}")
+    behind = np.stack([s.self_occluded for s in samples if s.self_occluded is not None])
+    if len(behind):
+        print(f"joints behind the body itself: {behind.mean():.1%} (per joint: "
+              + ", ".join(f"{JOINT_NAMES[j]} {behind[:, j].mean():.0%}"
+                          for j in np.flatnonzero(behind.any(axis=0))) + ")")
     print("backgrounds:", dict(Counter(m["background"] for m in meta)))
     print("blur:", dict(Counter(m.get("blur", "none").split()[0] for m in meta)),
           f"jpeg: {np.mean(['jpeg' in m for m in meta]):.0%}")

@@ -18,6 +18,7 @@ def test_shards_round_trip(tmp_path):
         assert stored.camera == original.camera and stored.box == original.box
         assert stored.meta == original.meta
         np.testing.assert_array_equal(stored.occluded, original.occluded)
+        np.testing.assert_array_equal(stored.self_occluded, original.self_occluded)
         diff = np.abs(np.asarray(stored.image, dtype=int) - np.asarray(original.image, dtype=int))
         assert diff.mean() < 8  # JPEG at quality 95 of a noisy image
 
@@ -48,6 +49,7 @@ def test_shards_written_before_the_occluder_labels_say_not_known(tmp_path):
     write_shards(SyntheticHumans("test", size=1, seed=5), tmp_path, shard_size=1, quality=90)
     path = tmp_path / "shard-00000.npz"
     with np.load(path) as z:
-        old = {k: z[k] for k in z.files if k != "occluded"}
+        old = {k: z[k] for k in z.files if k not in ("occluded", "self_occluded")}
     np.savez(path, **old)
     assert ShardSource(tmp_path)[0].occluded is None
+    assert ShardSource(tmp_path)[0].self_occluded is None
