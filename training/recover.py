@@ -13,10 +13,18 @@ statistics and the affine parameters are not there separately. This module rebui
 2. each BatchNorm whose parameters are missing takes its convolution's folded weight, and is
    first set to the identity plus the folded bias, which is already the export's function;
 3. then, so that training can continue with BatchNorm in train mode (batch statistics), each
-   BatchNorm is re-expressed around the statistics of its input measured on training crops:
-   running mean m and variance v, weight sqrt(v + eps), bias b + m. In eval mode that is still
-   x + b exactly; in train mode a batch with those statistics gives the same, as the original
-   network's did.
+   BatchNorm is re-expressed around the statistics of its input measured on training crops, and
+   its convolution's weight is given back the scale of a freshly initialised layer: each output
+   channel's weight times c (the fresh layer's mean channel norm over the folded channel's
+   norm), running mean c m and variance c^2 v (m, v: the folded input's), BatchNorm weight
+   sqrt(c^2 v + eps) / c and bias b + m. In eval mode that is still x + b exactly; in train
+   mode a batch with those statistics gives the same, as the original network's did.
+
+The scale matters for training, not for the function: behind BatchNorm in train mode a weight's
+scale does not change the output, but SGD moves it by lr / |w|^2 in relative terms. Folded
+weights are far smaller than the network's own (0.19-1.4 x a fresh layer's norm on version 5,
+median 0.54): continuing from them at the original learning rate moved the heads 3-27 x too far
+per step and cost whole-body accuracy (run "bp-heavy-v6", training/README.md).
 
 The folded weights cannot be unfolded into the original (weight, gamma, running variance)
 triple: only their product is known. Continuing to train from a recovered checkpoint is
@@ -125,13 +133,32 @@ def load_folded(onnx_path: Path) -> tuple[MargiPose, dict[str, Any], list[str]]:
     return model.eval(), card, folded
 
 
+def _fresh_norms(model: MargiPose, convs: Sequence[str], seed: int = 0) -> dict[str, float]:
+    """The mean output-channel weight norm of each convolution in a freshly built model."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        fresh = build_model(model.cfg, pretrained=False)
+    return {name: _channel_norms(fresh.get_submodule(name)).mean().item() for name in convs}
+
+
+def _channel_norms(conv: nn.Module) -> torch.Tensor:
+    """Per output channel weight norm (ConvTranspose2d keeps output channels in dim 1)."""
+    w = conv.weight.detach().double()
+    if isinstance(conv, nn.ConvTranspose2d):
+        w = w.transpose(0, 1)
+    return w.flatten(1).norm(dim=1)
+
+
 def restat(model: MargiPose, folded: Sequence[str], images: torch.Tensor, batch: int = 16
            ) -> None:
     """Step 3: re-express each folded BatchNorm around its input's statistics on `images`
-    (uint8 crops). The eval-mode function does not change."""
+    (uint8 crops), its convolution at a fresh layer's weight scale. The eval-mode function
+    does not change."""
     from training.engine import normalise_images
 
     model.eval()
+    convs = {name: _conv_before(model, name) for name in folded}
+    targets = _fresh_norms(model, list(convs.values()))
     sums: dict[str, list[torch.Tensor]] = {name: [] for name in folded}
     hooks = []
     for name in folded:
@@ -154,10 +181,17 @@ def restat(model: MargiPose, folded: Sequence[str], images: torch.Tensor, batch:
             mean = s / n
             var = (s2 / n - mean * mean).clamp_min(0) * n / (n - 1)
             bn = model.get_submodule(name)
+            conv = model.get_submodule(convs[name])
+            norms = _channel_norms(conv)
+            c = torch.where(norms > 0, targets[convs[name]] / norms.clamp_min(1e-12), 1.0)
+            shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+            conv.weight.copy_(conv.weight.double() * c.view(shape))
+            if conv.bias is not None:  # zero (the BatchNorm holds the folded bias)
+                conv.bias.mul_(c.to(conv.bias.dtype))
             bias = bn.bias.double().clone()  # the folded bias (weight 1, statistics 0 / 1)
-            bn.running_mean.copy_(mean)
-            bn.running_var.copy_(var)
-            bn.weight.copy_((var + bn.eps).sqrt())
+            bn.running_mean.copy_(c * mean)
+            bn.running_var.copy_(c * c * var)
+            bn.weight.copy_((c * c * var + bn.eps).sqrt() / c)
             bn.bias.copy_(bias + mean)
 
 

@@ -9,7 +9,14 @@ from training.engine import normalise_images
 from training.export import calibrate_batchnorm, export
 from training.export_onnx import load_exported
 from training.model import ModelConfig, build_model
-from training.recover import load_folded, main, restat
+from training.recover import (
+    _channel_norms,
+    _conv_before,
+    _fresh_norms,
+    load_folded,
+    main,
+    restat,
+)
 
 # The recovered model computes in float32 what ONNX Runtime computes in float32 from the same
 # weights, in another order: normalised coordinates (range about [-1, 1]) agree to float32
@@ -79,6 +86,13 @@ def test_restat_keeps_eval_and_makes_train_mode_agree(exported):
     assert (vis_after - vis_before).abs().max() < COORD_TOL
     bn = model.get_submodule(folded[-1])
     assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+    # every folded convolution is back at a fresh layer's weight scale, channel by channel
+    fresh = _fresh_norms(model, [_conv_before(model, n) for n in folded])
+    for name in folded:
+        conv = _conv_before(model, name)
+        norms = _channel_norms(model.get_submodule(conv))
+        torch.testing.assert_close(norms, torch.full_like(norms, fresh[conv]), rtol=1e-5,
+                                   atol=0)
     # in train mode, a batch whose statistics are the measured ones normalises as in eval
     model.train()
     trained, _ = _outputs(model, images)
