@@ -185,9 +185,7 @@ def restat(model: MargiPose, folded: Sequence[str], images: torch.Tensor, batch:
             norms = _channel_norms(conv)
             c = torch.where(norms > 0, targets[convs[name]] / norms.clamp_min(1e-12), 1.0)
             shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
-            conv.weight.copy_(conv.weight.double() * c.view(shape))
-            if conv.bias is not None:  # zero (the BatchNorm holds the folded bias)
-                conv.bias.mul_(c.to(conv.bias.dtype))
+            conv.weight.copy_(conv.weight.double() * c.view(shape))  # any conv bias is 0
             bias = bn.bias.double().clone()  # the folded bias (weight 1, statistics 0 / 1)
             bn.running_mean.copy_(c * mean)
             bn.running_var.copy_(c * c * var)

@@ -284,18 +284,24 @@ def render_scene(asset: BodyAsset, body: int, pose: poses.Pose, rng: np.random.G
     return Scene(pixels, cam, cam_joints, mask, meta, occluded, self_occluded)
 
 
+def _joint_pixels(cam: Intrinsics, cam_joints: np.ndarray, shape: tuple[int, ...]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer pixel (v, u) of each joint (camera space) and whether it is in front of the
+    camera and inside an image of `shape` (H, W); (v, u) are 0 where it is not."""
+    z = cam_joints[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, v = np.floor(cam.project(cam_joints)).T
+    height, width = shape[:2]
+    inside = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    return np.where(inside, v, 0).astype(int), np.where(inside, u, 0).astype(int), inside
+
+
 def joints_covered(covered: np.ndarray, cam: Intrinsics, cam_joints: np.ndarray) -> np.ndarray:
     """(17,) bool: the joints (camera space, mm) whose projected pixel is `covered` (H, W);
     joints outside the image or behind the camera are not covered (they are out of view by
     other rules)."""
-    z = cam_joints[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = np.floor(cam.project(cam_joints)).T
-    height, width = covered.shape
-    inside = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    out = np.zeros(len(cam_joints), dtype=bool)
-    out[inside] = covered[v[inside].astype(int), u[inside].astype(int)]
-    return out
+    v, u, inside = _joint_pixels(cam, cam_joints, covered.shape)
+    return inside & covered[v, u]
 
 
 def joints_behind_surface(depth: np.ndarray, cam: Intrinsics, cam_joints: np.ndarray,
@@ -304,16 +310,9 @@ def joints_behind_surface(depth: np.ndarray, cam: Intrinsics, cam_joints: np.nda
     """(17,) bool: the joints (camera space, mm) whose projected pixel shows a surface of depth
     `depth` (H, W; inf where nothing was drawn) nearer than the joint by more than its limit.
     Joints without a limit, outside the image or behind the camera are not marked."""
-    z = cam_joints[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = np.floor(cam.project(cam_joints)).T
-    height, width = depth.shape
+    v, u, inside = _joint_pixels(cam, cam_joints, depth.shape)
     limit = np.array([np.inf if d is None else d for d in limits])
-    inside = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height) & np.isfinite(limit)
-    out = np.zeros(len(cam_joints), dtype=bool)
-    surface = depth[v[inside].astype(int), u[inside].astype(int)]
-    out[inside] = surface < z[inside] - limit[inside]
-    return out
+    return inside & (depth[v, u] < cam_joints[:, 2] - limit)
 
 
 def _contact_shadow(background: np.ndarray, view: View, rays: np.ndarray,
