@@ -17,7 +17,8 @@ from typing import TypeVar
 import numpy as np
 
 from poseapi.render import Scene, ScenePerson, render_pose_png
-from posecontract.geometry import Crop, Intrinsics, make_crop
+from posecontract.framing import REFRAME_MIN_SCALE, full_body_frame
+from posecontract.geometry import Crop, Intrinsics, make_crop, uncrop_pixels
 from posecontract.layout import INPUT_SIZE
 from posecontract.skeleton import JOINT_NAMES, PARENTS
 from service.backends.base import Backend
@@ -161,6 +162,7 @@ class PoseService:
                 >= MIN_CROP_SIDE else whole
             passes = await self._run(decoded, [crop], deadline, timings, "model_pass2")
             boxes = [(box, "auto")]
+        passes = await self._reframe(decoded, intrinsics, passes, deadline, timings)
 
         t = time.perf_counter()
         persons = [
@@ -204,12 +206,40 @@ class PoseService:
         timings[label] = _ms(t)
         return [_Pass(c, {k: v[i] for k, v in outputs.items()}) for i, c in enumerate(crops)]
 
+    async def _reframe(self, decoded: DecodedImage, intrinsics: Intrinsics, passes: list[_Pass],
+                       deadline: float, timings: dict[str, float]) -> list[_Pass]:
+        """One more pass for each person the model saw only in part, on the crop where its
+        training would have framed the whole body (`posecontract.framing`): a box around a
+        head and shoulders shows them two to three times larger than the model learnt them.
+        Only models with the visibility head say what is seen; the others keep their pass."""
+        if not self.settings.reframe_partial:
+            return passes
+        wanted: dict[int, Crop] = {}
+        for i, p in enumerate(passes):
+            visibility = p.outputs.get("visibility")
+            if visibility is None:
+                continue
+            frame = full_body_frame(p.outputs["coords"], visibility, SEEN)
+            if frame is None or frame.scale < REFRAME_MIN_SCALE:
+                continue
+            centre = uncrop_pixels(p.crop, (np.asarray(frame.centre) + 1) * INPUT_SIZE / 2)
+            wanted[i] = make_crop(intrinsics, (float(centre[0]), float(centre[1])),
+                                  _crop_side(p.crop) * frame.scale, INPUT_SIZE)
+        if not wanted:
+            return passes
+        again = await self._run(decoded, list(wanted.values()), deadline, timings,
+                                "model_reframe")
+        out = list(passes)
+        for i, p in zip(wanted, again, strict=True):
+            out[i] = p
+        return out
+
     def _person(self, p: _Pass, box: Box, source: str, options: PredictOptions
                 ) -> PersonResult:
         pose: PersonPose = person_pose(p.outputs["coords"], p.outputs["coord_std"], p.crop,
                                        options.root_depth_mm, p.outputs.get("visibility"))
         centre = np.linalg.inv(p.crop.pixel_matrix) @ np.array([INPUT_SIZE / 2, INPUT_SIZE / 2, 1])
-        side = INPUT_SIZE / abs(np.linalg.det(p.crop.pixel_matrix[:2, :2])) ** 0.5
+        side = _crop_side(p.crop)
         heatmaps = None
         if options.heatmaps != "none":
             if any(k not in p.outputs for k in HEATMAP_KEYS):
@@ -239,6 +269,11 @@ async def _in_thread(deadline: float, step: str, work: Callable[[], T]) -> T:
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
+
+
+def _crop_side(crop: Crop) -> float:
+    """The side of `crop` in source pixels."""
+    return INPUT_SIZE / abs(np.linalg.det(crop.pixel_matrix[:2, :2])) ** 0.5
 
 
 def _crop_around(intrinsics: Intrinsics, box: Box, decoded: DecodedImage) -> Crop:

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     """Most person boxes in one request (422 beyond)."""
     default_fov_degrees: float = Field(60.0, ge=1, le=179)
     """Diagonal field of view assumed when a request gives no intrinsics (echoed back)."""
+    reframe_partial: bool = True
+    """Run one more pass for a person seen only in part (a head-and-shoulders box, a body cut by
+    the frame), on the crop where the whole body would be (posecontract.framing); only models
+    with the visibility head. Off: one pass per box, whatever it shows."""
     root_depth_prior: Literal["knee_neck"] = "knee_neck"
     """How root depth is inferred when a request gives none: 920 mm knee-neck length."""
 
