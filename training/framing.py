@@ -171,8 +171,10 @@ def evaluate_reframing(source, module, seed: int | None = None, limit: int | Non
             chosen.append(i)
             images.append(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
             crops.append(crop)
-        again = run(images)[0] if images else np.zeros((0, NUM_JOINTS, 3))
-        final = coords.copy()
+        again, again_vis = run(images) if images else (np.zeros((0, NUM_JOINTS, 3)), None)
+        final, final_vis = coords.copy(), vis.copy()
+        for k, i in enumerate(chosen):
+            final_vis[i] = again_vis[k]
         cameras = [e.to_camera(c) for e, c in zip(examples, coords, strict=True)]
         for k, i in enumerate(chosen):
             # both crops keep the root depth: the same z_ref maps both passes to camera space
@@ -213,6 +215,20 @@ def evaluate_reframing(source, module, seed: int | None = None, limit: int | Non
             "change_px_95": [float(low), float(high)],
             **{f"pck_{round(100 * f)}_{k}": hits[(k, f)] / int(joints.sum())
                for (k, f) in hits}}
+        labelled = np.stack([e.labelled.numpy() for e in examples])
+        visible = np.stack([e.visible.numpy() for e in examples])
+        row = result["views"][view]
+        for name, prob in (("first_pass", vis), ("reframed", final_vis)):
+            row[f"in_view_accuracy_{name}"] = float(((prob >= 0.5) == visible)[labelled].mean())
+        if view == "tight":
+            # A re-framed tight box sees past the box: score it also against what the picture
+            # shows (the whole view's labels: in the source image, not hidden), the service's
+            # meaning of visibility once it re-frames.
+            shown = np.stack([view_example(s, "full", seed, i).visible.numpy()
+                              for i, s in enumerate(samples)])
+            for name, prob in (("first_pass", vis), ("reframed", final_vis)):
+                row[f"in_picture_accuracy_{name}"] = float(
+                    ((prob >= 0.5) == shown)[labelled].mean())
         if mm_before:
             result["views"][view].update(
                 people_3d=len(mm_before), seen_mpjpe_mm_first_pass=float(np.mean(mm_before)),

@@ -91,8 +91,14 @@ def test_a_half_seen_pose_is_run_again_and_mapped_back_into_the_first_crop():
     second = first.copy()
     second[:, :2] = (0, 0.5) + 2 * first[:, :2]
     want_first, want_second, joints = 0.0, 0.0, 0
+    agree, shown_agree, labelled = 0, 0, 0
     for i in range(len(SOURCE)):
         example = view_example(SOURCE[i], "tight", 1, i)
+        said, known = visibility >= 0.5, example.labelled.numpy()
+        agree += int((said == example.visible.numpy())[known].sum())
+        shown = view_example(SOURCE[i], "full", 1, i).visible.numpy()
+        shown_agree += int((said == shown)[known].sum())
+        labelled += int(known.sum())
         seen = (example.visible & example.labelled).numpy()
         target = example.target.double().numpy()[seen, :2]
         want_first += np.linalg.norm(first[seen, :2] - target, axis=1).sum() * 128
@@ -102,6 +108,11 @@ def test_a_half_seen_pose_is_run_again_and_mapped_back_into_the_first_crop():
     assert row["error_px_first_pass"] == pytest.approx(want_first / joints, rel=1e-6)
     assert row["error_px_reframed"] == pytest.approx(want_second / joints, rel=0.02)
     assert row["change_px_95"][0] <= row["change_px"] <= row["change_px_95"][1]
+    # the stand-in says the same visibility in both passes, scored against the view's labels
+    # and, for a tight box, against what the picture shows
+    assert row["in_view_accuracy_first_pass"] == row["in_view_accuracy_reframed"] == \
+        pytest.approx(agree / labelled)
+    assert row["in_picture_accuracy_reframed"] == pytest.approx(shown_agree / labelled)
 
 
 def test_a_model_without_the_head_cannot_be_framed():
