@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posecontract.skeleton import FLIP_PERMUTATION, JOINT_NAMES, NUM_JOINTS, joint_index
+from posecontract.skeleton import FLIP_PERMUTATION, JOINT_NAMES, joint_index
 
 UPRIGHT = 0.85
 PCK_FRACTIONS = (0.05, 0.10)  # of the crop side, as peers.partial_views scores the same crops
@@ -118,19 +118,20 @@ def copy_painted(pixels: np.ndarray, crop, first: np.ndarray, painted: np.ndarra
 
 def evaluate_reframing(source, module, seed: int | None = None, limit: int | None = None,
                        views: Sequence[str] = ("full", "cut", "occluder", "tight"),
-                       rounds: int = 2000) -> dict:
-    """The re-framing rule on every view of `source` (see the module doc)."""
+                       rounds: int = 2000, min_scales: Sequence[float] | None = None) -> dict:
+    """The re-framing rule on every view of `source` (see the module doc). `min_scales`: the
+    thresholds to score (default the service's REFRAME_MIN_SCALE); `views` holds the first's
+    rows, `sweep` every one's when there are several."""
     import torch
 
     from posecontract.crop_image import render_crop
     from posecontract.framing import REFRAME_MIN_SCALE, full_body_frame
     from posecontract.geometry import make_crop, uncrop_pixels
-    from training.camera import crop_targets, ndc_to_camera
     from training.data.partial import apply_cut
-    from training.metrics import mpjpe, root_relative
     from training.visibility import EVAL_SEED, view_example
 
     seed = EVAL_SEED if seed is None else seed
+    min_scales = list(min_scales or [REFRAME_MIN_SCALE])
 
     def run(images: list) -> tuple[np.ndarray, np.ndarray]:
         coords, vis = [], []
@@ -145,16 +146,17 @@ def evaluate_reframing(source, module, seed: int | None = None, limit: int | Non
 
     count = len(source) if limit is None else min(limit, len(source))
     result = {"dataset": getattr(source, "name", "?"), "samples": count, "seed": seed,
-              "reframe_min_scale": REFRAME_MIN_SCALE, "views": {}}
-    rng = np.random.default_rng(0)
+              "reframe_min_scale": min_scales[0], "views": {}}
+    if len(min_scales) > 1:
+        result["sweep"] = {str(t): {} for t in min_scales}
     for view in views:
         samples = [source[i] for i in range(count)]
         examples = [view_example(s, view, seed, i) for i, s in enumerate(samples)]
         coords, vis = run([e.image for e in examples])
-        chosen, images, crops = [], [], []
+        chosen, scales, images, crops = [], [], [], []
         for i, (sample, example) in enumerate(zip(samples, examples, strict=True)):
             frame = full_body_frame(coords[i], vis[i])
-            if frame is None or frame.scale < REFRAME_MIN_SCALE:
+            if frame is None or frame.scale < min(min_scales):
                 continue
             first = example.crop
             centre = uncrop_pixels(first, (np.array(frame.centre) + 1) * first.size / 2)
@@ -169,71 +171,88 @@ def evaluate_reframing(source, module, seed: int | None = None, limit: int | Non
                 painted = (image != render_crop(sample.image, first)).any(axis=-1)
                 copy_painted(pixels, crop, image, painted, first)
             chosen.append(i)
+            scales.append(frame.scale)
             images.append(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
             crops.append(crop)
-        again, again_vis = run(images) if images else (np.zeros((0, NUM_JOINTS, 3)), None)
-        final, final_vis = coords.copy(), vis.copy()
-        for k, i in enumerate(chosen):
-            final_vis[i] = again_vis[k]
-        cameras = [e.to_camera(c) for e, c in zip(examples, coords, strict=True)]
-        for k, i in enumerate(chosen):
-            # both crops keep the root depth: the same z_ref maps both passes to camera space
-            cameras[i] = ndc_to_camera(again[k], crops[k], examples[i].z_ref)
-            final[i, :, :2] = crop_targets(cameras[i], examples[i].crop)[1][:, :2]
-        before, after, joints, mm_before, mm_after = [], [], [], [], []
-        hits = {(k, f): 0 for k in ("first_pass", "reframed") for f in PCK_FRACTIONS}
-        for i, example in enumerate(examples):
-            seen = (example.visible & example.labelled).numpy()
-            if not seen.any():
-                continue
-            target = example.target.double().numpy()[seen, :2]
-            half = example.crop.size / 2
-            first_px = np.linalg.norm(coords[i, seen, :2] - target, axis=1) * half
-            final_px = np.linalg.norm(final[i, seen, :2] - target, axis=1) * half
-            before.append(first_px.sum())
-            after.append(final_px.sum())
-            for f in PCK_FRACTIONS:
-                hits[("first_pass", f)] += int((first_px < f * example.crop.size).sum())
-                hits[("reframed", f)] += int((final_px < f * example.crop.size).sum())
-            joints.append(int(seen.sum()))
-            if example.has_depth:  # never mirrored here (no augmentation): canonical order
-                truth = root_relative(example.joints)[seen]
-                mm_before.append(mpjpe(root_relative(example.to_camera(coords[i]))[seen], truth))
-                mm_after.append(mpjpe(root_relative(cameras[i])[seen], truth))
-        before, after, joints = map(np.asarray, (before, after, joints))
-        change = []
-        for _ in range(rounds):
-            pick = rng.integers(0, len(joints), len(joints))
-            change.append((after[pick].sum() - before[pick].sum()) / joints[pick].sum())
-        low, high = np.percentile(change, [2.5, 97.5])
-        result["views"][view] = {
-            "seen_joints": int(joints.sum()), "reframed": len(chosen),
-            "reframed_fraction": len(chosen) / count,
-            "error_px_first_pass": float(before.sum() / joints.sum()),
-            "error_px_reframed": float(after.sum() / joints.sum()),
-            "change_px": float((after.sum() - before.sum()) / joints.sum()),
-            "change_px_95": [float(low), float(high)],
-            **{f"pck_{round(100 * f)}_{k}": hits[(k, f)] / int(joints.sum())
-               for (k, f) in hits}}
-        labelled = np.stack([e.labelled.numpy() for e in examples])
-        visible = np.stack([e.visible.numpy() for e in examples])
-        row = result["views"][view]
-        for name, prob in (("first_pass", vis), ("reframed", final_vis)):
-            row[f"in_view_accuracy_{name}"] = float(((prob >= 0.5) == visible)[labelled].mean())
+        again, again_vis = run(images) if images else (None, None)
+        shown = None
         if view == "tight":
-            # A re-framed tight box sees past the box: score it also against what the picture
-            # shows (the whole view's labels: in the source image, not hidden), the service's
-            # meaning of visibility once it re-frames.
             shown = np.stack([view_example(s, "full", seed, i).visible.numpy()
                               for i, s in enumerate(samples)])
-            for name, prob in (("first_pass", vis), ("reframed", final_vis)):
-                row[f"in_picture_accuracy_{name}"] = float(
-                    ((prob >= 0.5) == shown)[labelled].mean())
-        if mm_before:
-            result["views"][view].update(
-                people_3d=len(mm_before), seen_mpjpe_mm_first_pass=float(np.mean(mm_before)),
-                seen_mpjpe_mm_reframed=float(np.mean(mm_after)))
+        for t in min_scales:
+            second = {i: (again[k], again_vis[k], crops[k])
+                      for k, i in enumerate(chosen) if scales[k] >= t}
+            row = _score_view(examples, coords, vis, second, shown, rounds)
+            if t == min_scales[0]:
+                result["views"][view] = row
+            if "sweep" in result:
+                result["sweep"][str(t)][view] = row
     return result
+
+
+def _score_view(examples, coords: np.ndarray, vis: np.ndarray, second: dict, shown, rounds: int
+                ) -> dict:
+    """One view's row: the first pass against the first pass with `second` ({index: (coords,
+    visibility, crop)} of the people run again) put in its place."""
+    from training.camera import crop_targets, ndc_to_camera
+    from training.metrics import mpjpe, root_relative
+
+    final, final_vis = coords.copy(), vis.copy()
+    cameras = [e.to_camera(c) for e, c in zip(examples, coords, strict=True)]
+    for i, (again, again_vis, crop) in second.items():
+        # both crops keep the root depth: the same z_ref maps both passes to camera space
+        cameras[i] = ndc_to_camera(again, crop, examples[i].z_ref)
+        final[i, :, :2] = crop_targets(cameras[i], examples[i].crop)[1][:, :2]
+        final_vis[i] = again_vis
+    before, after, joints, mm_before, mm_after = [], [], [], [], []
+    hits = {(k, f): 0 for k in ("first_pass", "reframed") for f in PCK_FRACTIONS}
+    for i, example in enumerate(examples):
+        seen = (example.visible & example.labelled).numpy()
+        if not seen.any():
+            continue
+        target = example.target.double().numpy()[seen, :2]
+        half = example.crop.size / 2
+        first_px = np.linalg.norm(coords[i, seen, :2] - target, axis=1) * half
+        final_px = np.linalg.norm(final[i, seen, :2] - target, axis=1) * half
+        before.append(first_px.sum())
+        after.append(final_px.sum())
+        for f in PCK_FRACTIONS:
+            hits[("first_pass", f)] += int((first_px < f * example.crop.size).sum())
+            hits[("reframed", f)] += int((final_px < f * example.crop.size).sum())
+        joints.append(int(seen.sum()))
+        if example.has_depth:  # never mirrored here (no augmentation): canonical order
+            truth = root_relative(example.joints)[seen]
+            mm_before.append(mpjpe(root_relative(example.to_camera(coords[i]))[seen], truth))
+            mm_after.append(mpjpe(root_relative(cameras[i])[seen], truth))
+    before, after, joints = map(np.asarray, (before, after, joints))
+    rng = np.random.default_rng(0)  # the same resamples for every threshold
+    change = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(joints), len(joints))
+        change.append((after[pick].sum() - before[pick].sum()) / joints[pick].sum())
+    low, high = np.percentile(change, [2.5, 97.5])
+    row = {
+        "seen_joints": int(joints.sum()), "reframed": len(second),
+        "reframed_fraction": len(second) / len(examples),
+        "error_px_first_pass": float(before.sum() / joints.sum()),
+        "error_px_reframed": float(after.sum() / joints.sum()),
+        "change_px": float((after.sum() - before.sum()) / joints.sum()),
+        "change_px_95": [float(low), float(high)],
+        **{f"pck_{round(100 * f)}_{k}": hits[(k, f)] / int(joints.sum()) for (k, f) in hits}}
+    labelled = np.stack([e.labelled.numpy() for e in examples])
+    visible = np.stack([e.visible.numpy() for e in examples])
+    for name, prob in (("first_pass", vis), ("reframed", final_vis)):
+        row[f"in_view_accuracy_{name}"] = float(((prob >= 0.5) == visible)[labelled].mean())
+    if shown is not None:
+        # A re-framed tight box sees past the box: scored also against what the picture shows
+        # (the whole view's labels: in the source image, not hidden), the service's meaning of
+        # visibility once it re-frames.
+        for name, prob in (("first_pass", vis), ("reframed", final_vis)):
+            row[f"in_picture_accuracy_{name}"] = float(((prob >= 0.5) == shown)[labelled].mean())
+    if mm_before:
+        row.update(people_3d=len(mm_before), seen_mpjpe_mm_first_pass=float(np.mean(mm_before)),
+                   seen_mpjpe_mm_reframed=float(np.mean(mm_after)))
+    return row
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -248,6 +267,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", required=True, help="e.g. real2d-val or synthetic-test")
     e.add_argument("--limit", type=int, help="only the first N samples")
     e.add_argument("--json", type=Path, help="write the results here")
+    e.add_argument("--min-scale", type=float, nargs="+",
+                   help="re-frame from this scale (several: a sweep; default the service's)")
     return p
 
 
@@ -259,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         from training.export_onnx import load_exported
 
         result = evaluate_reframing(open_registered(args.dataset, args.data_root),
-                                    load_exported(args.model), limit=args.limit)
+                                    load_exported(args.model), limit=args.limit,
+                                    min_scales=args.min_scale)
         result["model"] = str(args.model)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   f"{high:+.2f}), re-framed {100 * row['reframed_fraction']:.0f}%"
                   + (f"; seen MPJPE {row['seen_mpjpe_mm_first_pass']:.1f} -> "
                      f"{row['seen_mpjpe_mm_reframed']:.1f} mm" if "people_3d" in row else ""))
+        for t, rows in result.get("sweep", {}).items():
+            print(f"from {t}: " + "  ".join(
+                f"{view} {row['error_px_reframed']:.2f} px ({row['change_px']:+.2f}, "
+                f"{100 * row['reframed_fraction']:.0f}%)" for view, row in rows.items()))
         return result
     parts = []
     for spec in args.sources:

@@ -118,3 +118,14 @@ def test_a_half_seen_pose_is_run_again_and_mapped_back_into_the_first_crop():
 def test_a_model_without_the_head_cannot_be_framed():
     with pytest.raises(SystemExit, match="no visibility head"):
         evaluate_reframing(SOURCE, Constant(_coords(1, (0, 0)), None), seed=1, rounds=10)
+
+
+def test_a_sweep_scores_each_threshold_on_the_same_second_passes():
+    visibility = np.zeros(NUM_JOINTS)
+    visibility[UPPER] = 1
+    result = evaluate_reframing(SOURCE, Constant(_coords(2, (0, 0.5)), visibility), seed=1,
+                                views=("cut",), rounds=50, min_scales=[1.5, 3.0])
+    low, high = result["sweep"]["1.5"]["cut"], result["sweep"]["3.0"]["cut"]
+    assert result["views"]["cut"] == low and result["reframe_min_scale"] == 1.5
+    assert low["reframed"] == 4 and high["reframed"] == 0  # the fitted scale is 2
+    assert high["error_px_reframed"] == high["error_px_first_pass"] == low["error_px_first_pass"]
