@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench import marginal_vs_volumetric, model_cpu, vs_blazepose
+from bench import marginal_vs_volumetric, model_cpu, reframe_cost, vs_blazepose
 from posecontract.skeleton import NUM_JOINTS
 
 
@@ -96,3 +96,17 @@ def test_vs_blazepose_runs_and_reports_every_row(tmp_path, capsys, model_reposit
         assert _positive_finite(r["images_per_s"]) and r["p90_ms"] >= r["median_ms"]
     assert all(r["vs_blazepose_full"] == 1.0 for r in rows if r["model"] == models[3])
     assert capsys.readouterr().out.count("| blazepose-heavy (tflite) |") == 2
+
+
+def test_reframe_cost_runs_both_settings_on_both_cases(tmp_path, capsys):
+    out = tmp_path / "reframe_cost.json"
+    reframe_cost.main(reframe_cost.get_args_parser().parse_args(
+        ["--iters", "1", "--warmup", "0", "--json", str(out)]))
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {f"{c}/{s}" for c in reframe_cost.CASES for s in ("on", "off")}
+    for row in results.values():
+        assert _positive_finite(row["total_ms_median"]) and _positive_finite(row["model_ms_median"])
+    # the portrait is re-framed only with the rule on, the whole bodies never
+    assert results["portrait/on"]["reframed"] and not results["portrait/off"]["reframed"]
+    assert not results["whole/on"]["reframed"]
+    assert capsys.readouterr().out.count("| portrait |") == 2
