@@ -23,7 +23,7 @@ from posecontract.layout import INPUT_SIZE
 from posecontract.skeleton import JOINT_NAMES, PARENTS
 from service.backends.base import Backend
 from service.batching import Batcher, Reservation
-from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest
+from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded
 from service.imaging import DecodedImage, crop_for_model, decode_image
 from service.options import PredictOptions, check_options, check_timeout
 from service.postprocess import SEEN, PersonPose, person_pose
@@ -227,8 +227,15 @@ class PoseService:
                                   _crop_side(p.crop) * frame.scale, INPUT_SIZE)
         if not wanted:
             return passes
-        again = await self._run(decoded, list(wanted.values()), deadline, timings,
-                                "model_reframe")
+        try:
+            again = await self._run(decoded, list(wanted.values()), deadline, timings,
+                                    "model_reframe")
+        except Overloaded:
+            # The first pass is an answer: under load it stands rather than failing the request.
+            log.warning("re-framing skipped for %d person(s): the backend queue is full",
+                        len(wanted))
+            timings.pop("crop_model_reframe", None)
+            return passes
         out = list(passes)
         for i, p in zip(wanted, again, strict=True):
             out[i] = p

@@ -42,6 +42,9 @@ class Metrics:
         self.queue_depth = Gauge("margipose_queue_depth", "Person crops waiting for the backend.",
                                  registry=r)
         self.model = Info("margipose_model", "The model being served.", registry=r)
+        self.reframed = Counter("margipose_reframed_requests",
+                                "Requests that ran a re-framing pass for a person seen in part.",
+                                registry=r)
 
     def observe_batch(self, size: int, queue_waits: list[float], infer_s: float) -> None:
         """Batcher observer: batch size, each item's queue wait, the batch's inference time."""
@@ -52,6 +55,8 @@ class Metrics:
 
     def observe_timings(self, timings_ms: dict[str, float]) -> None:
         """Record a response's per-stage timings (decode, crop_*, postprocess)."""
+        if "model_reframe" in timings_ms:
+            self.reframed.inc()
         for name, ms in timings_ms.items():
             if name == "decode" or name == "postprocess":
                 self.stage.labels(name).observe(ms / 1000)

@@ -25,6 +25,7 @@ from posecontract.framing import BODY_TEMPLATE
 from posecontract.skeleton import NUM_JOINTS, joint_index
 from service.backends.base import ModelInfo
 from service.core import PoseService
+from service.errors import Overloaded
 from service.options import Box, PredictOptions
 from service.settings import Settings
 from tests.service.conftest import RunningServer, free_port
@@ -131,6 +132,33 @@ def test_only_the_partly_seen_person_of_a_request_is_run_again():
     assert tight.crop_side == pytest.approx(FULL_SIDE, rel=0.03)
 
 
+def test_under_load_the_first_pass_stands(monkeypatch):
+    backend = DiscBackend()
+    service = PoseService(Settings(max_batch_wait_ms=1), backend)
+    submit, calls = service.batcher.submit, []
+
+    async def full_on_the_second_call(images, deadline):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise Overloaded("the queue is full")
+        return await submit(images, deadline)
+
+    monkeypatch.setattr(service.batcher, "submit", full_on_the_second_call)
+
+    async def run():
+        await service.start()
+        try:
+            return await service.predict(_disc_image(), "image/png",
+                                         PredictOptions(boxes=[TIGHT]))
+        finally:
+            await service.stop()
+
+    result = asyncio.run(run())
+    assert calls == [1, 1]  # the re-framing pass was tried, refused, and the answer stands
+    assert result.persons[0].crop_side == pytest.approx(1.5 * TIGHT.h)
+    assert not any(k.endswith("reframe") for k in result.timings_ms)
+
+
 def test_re_framing_can_be_turned_off():
     result, calls = _predict([TIGHT], reframe_partial=False)
     assert calls == [1]
@@ -192,3 +220,7 @@ def test_the_default_model_frames_the_portrait_as_a_whole_body(default_model_ser
     (message,) = reply.persons
     assert message.crop.side == pytest.approx(person["crop"]["side"], rel=1e-6)
     assert "model_reframe" in reply.timings_ms
+    # Prometheus counts the re-framed requests (REST and gRPC), and none where it is off
+    for server, want in ((on, 2.0), (off, 0.0)):
+        text = httpx.get(f"{server.url}/metrics", timeout=30).text
+        assert f"margipose_reframed_requests_total {want}" in text
