@@ -38,6 +38,7 @@ RUNS = [
     # cut by the image's bottom edge (issue 22's half bodies).
     ("astronaut_box", PHOTOS / "astronaut.jpg", ["--box", "20,0,470,512"]),
     ("grace_hopper_box", PHOTOS / "grace_hopper.jpg", ["--box", "40,10,430,590"]),
+    ("camera_box", PHOTOS / "camera.png", ["--box", "0,55,330,457"]),
 ]
 
 
