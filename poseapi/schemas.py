@@ -62,7 +62,9 @@ class Heatmaps(BaseModel):
 class Person(BaseModel):
     box: Box
     box_source: Literal["request", "auto"]
-    crop: dict = Field(description="crop centre (u, v) and side in original pixels")
+    crop: dict = Field(description="crop centre (u, v) and side in original pixels: the crop "
+                                   "whose model pass answered (re-framed to the whole body's "
+                                   "crop for a person seen only in part)")
     root_depth_mm: float
     root_depth_source: Literal["request", "knee_neck_prior", "torso_head_prior",
                                "shoulder_head_prior", "crop_size_prior"]
