@@ -298,10 +298,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 f"{view} {row['error_px_reframed']:.2f} px ({row['change_px']:+.2f}, "
                 f"{100 * row['reframed_fraction']:.0f}%)" for view, row in rows.items()))
         return result
-    parts = []
-    for spec in args.sources:
-        name, _, count = spec.partition(":")
-        parts.append(reference_joints(open_registered(name, args.data_root), int(count)))
+    from training.visibility import _parse_sources
+
+    parts = [reference_joints(open_registered(name, args.data_root), count)
+             for name, count in _parse_sources(args.sources)]
     joints = np.concatenate(parts)
     template = body_template(joints)
     result = {"people": int(upright(joints).sum()), "of": len(joints),

@@ -29,6 +29,7 @@ from service.errors import Overloaded
 from service.options import Box, PredictOptions
 from service.settings import Settings
 from tests.service.conftest import RunningServer, free_port
+from tests.service.test_core import BlobBackend
 
 R0 = 0.06
 HEAD = joint_index("head")
@@ -41,20 +42,11 @@ WHOLE = Box(x=FULL_CENTRE[0] - FULL_SIDE / 3, y=FULL_CENTRE[1] - FULL_SIDE / 3,
             w=FULL_SIDE / 1.5, h=FULL_SIDE / 1.5)
 
 
-class DiscBackend:
+class DiscBackend(BlobBackend):
     """Unit-test stand-in for a model with the visibility head (see the module doc)."""
-
-    kind = "fake"
 
     def __init__(self) -> None:
         self.calls: list[int] = []
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def ready(self) -> bool:
-        return True
 
     def info(self) -> ModelInfo:
         return ModelInfo("disc", "1")
