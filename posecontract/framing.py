@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posecontract.geometry import Crop, Intrinsics, make_crop, uncrop_pixels
 from posecontract.skeleton import NUM_JOINTS
 
 # Normalised (x, y) of each joint (canonical order) in the reference crop of an upright person,
@@ -87,3 +88,17 @@ def full_body_frame(coords: np.ndarray, visibility: np.ndarray, threshold: float
         return None
     centre = p.mean(axis=0) - scale * m.mean(axis=0)  # where the template's origin lands
     return Frame((float(centre[0]), float(centre[1])), scale)
+
+
+def crop_side(crop: Crop) -> float:
+    """The side of `crop` in source pixels."""
+    return crop.size / abs(np.linalg.det(crop.pixel_matrix[:2, :2])) ** 0.5
+
+
+def frame_crop(crop: Crop, frame: Frame, intrinsics: Intrinsics) -> Crop:
+    """The crop of `frame` (found on a pass through `crop`) in the source image of camera
+    `intrinsics`: centred where the frame's centre lands, `frame.scale` x the side, the same
+    output size."""
+    centre = uncrop_pixels(crop, (np.asarray(frame.centre) + 1) * crop.size / 2)
+    return make_crop(intrinsics, (float(centre[0]), float(centre[1])),
+                     crop_side(crop) * frame.scale, crop.size)

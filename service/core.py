@@ -17,8 +17,8 @@ from typing import TypeVar
 import numpy as np
 
 from poseapi.render import Scene, ScenePerson, render_pose_png
-from posecontract.framing import REFRAME_MIN_SCALE, full_body_frame
-from posecontract.geometry import Crop, Intrinsics, make_crop, uncrop_pixels
+from posecontract.framing import REFRAME_MIN_SCALE, crop_side, frame_crop, full_body_frame
+from posecontract.geometry import Crop, Intrinsics, make_crop
 from posecontract.layout import INPUT_SIZE
 from posecontract.skeleton import JOINT_NAMES, PARENTS
 from service.backends.base import Backend
@@ -222,9 +222,7 @@ class PoseService:
             frame = full_body_frame(p.outputs["coords"], visibility, SEEN)
             if frame is None or frame.scale < REFRAME_MIN_SCALE:
                 continue
-            centre = uncrop_pixels(p.crop, (np.asarray(frame.centre) + 1) * INPUT_SIZE / 2)
-            wanted[i] = make_crop(intrinsics, (float(centre[0]), float(centre[1])),
-                                  _crop_side(p.crop) * frame.scale, INPUT_SIZE)
+            wanted[i] = frame_crop(p.crop, frame, intrinsics)
         if not wanted:
             return passes
         try:
@@ -246,7 +244,7 @@ class PoseService:
         pose: PersonPose = person_pose(p.outputs["coords"], p.outputs["coord_std"], p.crop,
                                        options.root_depth_mm, p.outputs.get("visibility"))
         centre = np.linalg.inv(p.crop.pixel_matrix) @ np.array([INPUT_SIZE / 2, INPUT_SIZE / 2, 1])
-        side = _crop_side(p.crop)
+        side = crop_side(p.crop)
         heatmaps = None
         if options.heatmaps != "none":
             if any(k not in p.outputs for k in HEATMAP_KEYS):
@@ -276,11 +274,6 @@ async def _in_thread(deadline: float, step: str, work: Callable[[], T]) -> T:
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
-
-
-def _crop_side(crop: Crop) -> float:
-    """The side of `crop` in source pixels."""
-    return INPUT_SIZE / abs(np.linalg.det(crop.pixel_matrix[:2, :2])) ** 0.5
 
 
 def _crop_around(intrinsics: Intrinsics, box: Box, decoded: DecodedImage) -> Crop:

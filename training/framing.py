@@ -75,10 +75,6 @@ def body_template(joints: np.ndarray) -> np.ndarray:
     return np.nanmedian(np.concatenate([kept, mirrored]), axis=0)
 
 
-def _side(crop) -> float:
-    return crop.size / abs(np.linalg.det(crop.pixel_matrix[:2, :2])) ** 0.5
-
-
 def _view_cut(sample, view: str, seed: int, index: int):
     """The cut `training.visibility.view_example` drew for this view (None for full and
     occluder views): the same generator and the same draws."""
@@ -125,8 +121,7 @@ def evaluate_reframing(source, module, seed: int | None = None, limit: int | Non
     import torch
 
     from posecontract.crop_image import render_crop
-    from posecontract.framing import REFRAME_MIN_SCALE, full_body_frame
-    from posecontract.geometry import make_crop, uncrop_pixels
+    from posecontract.framing import REFRAME_MIN_SCALE, frame_crop, full_body_frame
     from training.data.partial import apply_cut
     from training.visibility import EVAL_SEED, view_example
 
@@ -159,9 +154,7 @@ def evaluate_reframing(source, module, seed: int | None = None, limit: int | Non
             if frame is None or frame.scale < min(min_scales):
                 continue
             first = example.crop
-            centre = uncrop_pixels(first, (np.array(frame.centre) + 1) * first.size / 2)
-            crop = make_crop(sample.camera, (float(centre[0]), float(centre[1])),
-                             _side(first) * frame.scale, first.size)
+            crop = frame_crop(first, frame, sample.camera)  # as the serving core does
             pixels = render_crop(sample.image, crop)
             cut = _view_cut(sample, view, seed, i)
             if cut is not None and not cut.tight:

@@ -9,8 +9,12 @@ from posecontract.framing import (
     BODY_TEMPLATE,
     MAX_SCALE,
     MIN_FIT_JOINTS,
+    Frame,
+    crop_side,
+    frame_crop,
     full_body_frame,
 )
+from posecontract.geometry import Intrinsics, make_crop, uncrop_pixels
 from posecontract.skeleton import FLIP_PERMUTATION, NUM_JOINTS, joint_index
 
 UPPER = [joint_index(n) for n in ("head_top", "head", "neck", "right_shoulder",
@@ -62,3 +66,16 @@ def test_wrong_shapes_are_refused():
         full_body_frame(np.zeros((16, 2)), np.ones(NUM_JOINTS))
     with pytest.raises(ValueError, match="visibility must have shape"):
         full_body_frame(BODY_TEMPLATE, np.ones(16))
+
+
+def test_a_frame_becomes_the_crop_it_describes_in_the_source_image():
+    camera = Intrinsics(800.0, 800.0, 320.0, 240.0)
+    crop = make_crop(camera, (300.0, 200.0), 120.0, 256)
+    assert crop_side(crop) == pytest.approx(120.0, rel=1e-12)
+    same = frame_crop(crop, Frame((0.0, 0.0), 1.0), camera)
+    np.testing.assert_allclose(same.pixel_matrix, crop.pixel_matrix, atol=1e-9)
+    # twice the side, centred where the first crop's point (0.25, 0.5) lies in the source
+    wider = frame_crop(crop, Frame((0.25, 0.5), 2.0), camera)
+    assert crop_side(wider) == pytest.approx(240.0, rel=1e-9) and wider.size == crop.size
+    centre = uncrop_pixels(crop, np.array([1.25, 1.5]) * 128)
+    np.testing.assert_allclose(uncrop_pixels(wider, np.array([128.0, 128.0])), centre, atol=1e-6)
