@@ -78,22 +78,13 @@ def body_template(joints: np.ndarray) -> np.ndarray:
 def _view_cut(sample, view: str, seed: int, index: int):
     """The cut `training.visibility.view_example` drew for this view (None for full and
     occluder views): the same generator and the same draws."""
-    from dataclasses import replace
-
-    from training.data.partial import draw_cut
-    from training.data.transforms import _source_pixels, example_rng
+    from training.data.transforms import draw_partial_cut, example_rng
     from training.visibility import _VIEW_PARTIAL, _VIEW_STREAM, VIEWS
 
     if view not in ("cut", "tight"):
         return None
     rng = example_rng(seed, index, VIEWS.index(_VIEW_STREAM.get(view, view)))
-    partial = _VIEW_PARTIAL[view]
-    want_cut, _ = rng.random(2) < (partial.cut_prob, partial.occluder_prob)
-    cut_rng, _, _ = rng.spawn(3)
-    cut = draw_cut(cut_rng, _source_pixels(sample), sample.mask) if want_cut else None
-    if cut is not None and cut_rng.random() < partial.tight_prob:
-        cut = replace(cut, tight=True)
-    return cut
+    return draw_partial_cut(sample, _VIEW_PARTIAL[view], rng)[0]
 
 
 def copy_painted(pixels: np.ndarray, crop, first: np.ndarray, painted: np.ndarray,

@@ -261,11 +261,7 @@ def partial_example(sample: Sample, params: CropParams | None, colour: ColourPar
     `partial.cut_prob` (a tight box instead with `partial.tight_prob`), then an occluder with
     `partial.occluder_prob`, drawn from `rng` (a fixed number of draws whichever fire). An
     occluder that would leave fewer than `MIN_VISIBLE` joints in view is not painted."""
-    want_cut, want_occluder = rng.random(2) < (partial.cut_prob, partial.occluder_prob)
-    cut_rng, occluder_rng, paint_rng = rng.spawn(3)
-    cut = draw_cut(cut_rng, _source_pixels(sample), sample.mask) if want_cut else None
-    if cut is not None and cut_rng.random() < partial.tight_prob:
-        cut = replace(cut, tight=True)
+    cut, want_occluder, occluder_rng, paint_rng = draw_partial_cut(sample, partial, rng)
     geometry = crop_geometry(sample, params or CropParams(), size, cut)
     occluder = None
     if want_occluder:
@@ -275,6 +271,19 @@ def partial_example(sample: Sample, params: CropParams | None, colour: ColourPar
                 and int((geometry.visible & ~occluder.covers(joints_px)).sum()) < MIN_VISIBLE):
             occluder = None
     return _render(sample, geometry, colour, size, cut, occluder, paint_rng)
+
+
+def draw_partial_cut(sample: Sample, partial: PartialView, rng: np.random.Generator
+                     ) -> tuple[Cut | None, bool, np.random.Generator, np.random.Generator]:
+    """The first draws of `partial_example`: the border cut (None if none is made, tight with
+    `partial.tight_prob`), whether an occluder is wanted, and the generators the occluder and
+    its paint draw from."""
+    want_cut, want_occluder = rng.random(2) < (partial.cut_prob, partial.occluder_prob)
+    cut_rng, occluder_rng, paint_rng = rng.spawn(3)
+    cut = draw_cut(cut_rng, _source_pixels(sample), sample.mask) if want_cut else None
+    if cut is not None and cut_rng.random() < partial.tight_prob:
+        cut = replace(cut, tight=True)
+    return cut, bool(want_occluder), occluder_rng, paint_rng
 
 
 def random_example(sample: Sample, rng: np.random.Generator, size: int = INPUT_SIZE,
