@@ -114,29 +114,27 @@ def evaluate_reframing(source, module, seed: int | None = None, limit: int | Non
     from posecontract.crop_image import render_crop
     from posecontract.framing import REFRAME_MIN_SCALE, frame_crop, full_body_frame
     from training.data.partial import apply_cut
-    from training.visibility import EVAL_SEED, view_example
+    from training.visibility import EVAL_SEED, module_runner, view_example
 
     seed = EVAL_SEED if seed is None else seed
     min_scales = list(min_scales or [REFRAME_MIN_SCALE])
 
+    runner = module_runner(module)
+
     def run(images: list) -> tuple[np.ndarray, np.ndarray]:
-        coords, vis = [], []
-        for i in range(0, len(images), 16):
-            with torch.inference_mode():
-                out = module(torch.stack(images[i:i + 16]))
-            if len(out) < 6:
-                raise SystemExit("The model has no visibility head: nothing to frame from")
-            coords.append(out[0].double().numpy())
-            vis.append(out[5].double().numpy())
-        return np.concatenate(coords), np.concatenate(vis)
+        parts = [runner(torch.stack(images[i:i + 16])) for i in range(0, len(images), 16)]
+        if parts[0].visibility is None:
+            raise SystemExit("The model has no visibility head: nothing to frame from")
+        return (np.concatenate([p.coords for p in parts]),
+                np.concatenate([p.visibility for p in parts]))
 
     count = len(source) if limit is None else min(limit, len(source))
     result = {"dataset": getattr(source, "name", "?"), "samples": count, "seed": seed,
               "reframe_min_scale": min_scales[0], "views": {}}
     if len(min_scales) > 1:
         result["sweep"] = {str(t): {} for t in min_scales}
+    samples = [source[i] for i in range(count)]
     for view in views:
-        samples = [source[i] for i in range(count)]
         examples = [view_example(s, view, seed, i) for i, s in enumerate(samples)]
         coords, vis = run([e.image for e in examples])
         chosen, scales, images, crops = [], [], [], []
