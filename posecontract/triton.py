@@ -84,14 +84,14 @@ def _threads(o: ServingOptions) -> str:
 
 
 def _common(name: str, runtime: str, o: ServingOptions, kind: str,
-            outputs: Sequence[TensorSpec] = OUTPUTS) -> str:
+            outputs: Sequence[TensorSpec] = OUTPUTS, input_spec: TensorSpec = INPUT) -> str:
     """Everything but the backend parameters: tensors, batching, queue, instances, warm-up."""
     outputs = ",\n".join(_tensor(s) for s in outputs)
     warmups = ",\n".join(
         f'  {{\n    name: "random_batch_{b}"\n    batch_size: {b}\n'
-        f'    inputs {{\n      key: "{INPUT.name}"\n      value: {{\n'
-        f"        data_type: {INPUT.dtype}\n"
-        f"        dims: [ {', '.join(str(d) for d in INPUT.dims)} ]\n"
+        f'    inputs {{\n      key: "{input_spec.name}"\n      value: {{\n'
+        f"        data_type: {input_spec.dtype}\n"
+        f"        dims: [ {', '.join(str(d) for d in input_spec.dims)} ]\n"
         f"        random_data: true\n      }}\n    }}\n  }}"
         for b in o.warmup_batch_sizes
     )
@@ -100,7 +100,7 @@ def _common(name: str, runtime: str, o: ServingOptions, kind: str,
 {runtime}
 max_batch_size: {o.max_batch_size}
 input [
-{_tensor(INPUT)}
+{_tensor(input_spec)}
 ]
 output [
 {outputs}
@@ -137,13 +137,15 @@ def config_outputs(text: str) -> tuple[TensorSpec, ...]:
 
 
 def render_config(name: str, options: ServingOptions | None = None,
-                  outputs: Sequence[TensorSpec] = OUTPUTS) -> str:
+                  outputs: Sequence[TensorSpec] = OUTPUTS, input_spec: TensorSpec = INPUT
+                  ) -> str:
     """config.pbtxt text for the libtorch (TorchScript) deployment of model `name`, whose
-    outputs are `outputs` (`posecontract.layout.model_outputs`)."""
+    outputs are `outputs` (`posecontract.layout.model_outputs`; the person detector passes its
+    own input and outputs, `posecontract.detection`)."""
     o = options or ServingOptions()
     _check(o)
     return f"""{HEADER}
-{_common(name, PLATFORM, o, o.instance_kind, outputs)}\
+{_common(name, PLATFORM, o, o.instance_kind, outputs, input_spec)}\
 {_param("INFERENCE_MODE", "true")}
 {_param("DISABLE_OPTIMIZED_EXECUTION", "false")}
 {_param("ENABLE_JIT_PROFILING", "false")}
@@ -169,7 +171,8 @@ def _accelerator(accelerator: str) -> str:
 
 
 def render_onnx_config(name: str, options: ServingOptions | None = None,
-                       accelerator: str = "", outputs: Sequence[TensorSpec] = OUTPUTS) -> str:
+                       accelerator: str = "", outputs: Sequence[TensorSpec] = OUTPUTS,
+                       input_spec: TensorSpec = INPUT) -> str:
     """config.pbtxt text for Triton's onnxruntime backend serving a `model.onnx` as `name`.
 
     Same tensors, batching, queue, instances and warm-up as `render_config`; `accelerator` adds
@@ -187,7 +190,7 @@ def render_onnx_config(name: str, options: ServingOptions | None = None,
                          f"the options give {o.instance_kind}")
     threads = (_param("intra_op_thread_count", str(o.intra_op_threads)) + "\n"
                if o.intra_op_threads else "")
-    return (f"{HEADER}\n" + _common(name, ONNX_PLATFORM, o, o.instance_kind, outputs)
+    return (f"{HEADER}\n" + _common(name, ONNX_PLATFORM, o, o.instance_kind, outputs, input_spec)
             + _accelerator(accelerator) + threads)
 
 
@@ -228,8 +231,8 @@ def write_onnx_config(repository: Path, name: str, options: ServingOptions | Non
 
 
 def render_cpu_twin_config(name: str, options: ServingOptions | None = None,
-                           runtime: str = "torch", outputs: Sequence[TensorSpec] = OUTPUTS
-                           ) -> str:
+                           runtime: str = "torch", outputs: Sequence[TensorSpec] = OUTPUTS,
+                           input_spec: TensorSpec = INPUT) -> str:
     """config.pbtxt text for the CPU twin: the Python backend running the same `model.pt`.
 
     Same name, tensors, batching, queue policy, instance count, version policy, warm-up and
@@ -241,20 +244,23 @@ def render_cpu_twin_config(name: str, options: ServingOptions | None = None,
     if runtime not in TWIN_RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(TWIN_RUNTIMES)}, got {runtime!r}")
     chosen = _param("RUNTIME", runtime) + "\n" if runtime != "torch" else ""
-    return (f"{TWIN_HEADER}\n" + _common(name, 'backend: "python"', o, "KIND_CPU", outputs)
+    return (f"{TWIN_HEADER}\n"
+            + _common(name, 'backend: "python"', o, "KIND_CPU", outputs, input_spec)
             + _threads(o) + chosen)
 
 
 def write_cpu_twin(production_repo: Path, name: str, out_repo: Path,
                    options: ServingOptions | None = None, *, served_name: str | None = None,
-                   runtime: str = "torch") -> Path:
+                   runtime: str = "torch", outputs: Sequence[TensorSpec] | None = None,
+                   input_spec: TensorSpec = INPUT) -> Path:
     """Build the CPU twin of `production_repo/name` in `out_repo`; return the twin's model dir.
 
     Every version folder with a `model.pt` gets that file (symlinked, copied where links are
     not possible) and `model.py`; with `runtime="onnxruntime"` the same for `model.onnx`.
     Pass the options the production config was rendered with (the export's); `served_name`
     serves the twin under another name (tests that need two batching set-ups side by side),
-    the default keeps the production name. `out_repo` must lie
+    the default keeps the production name. Another model than the pose model (the person
+    detector) passes its `input_spec` and `outputs`. `out_repo` must lie
     outside the production repository, or Triton would load the twin as a model of it.
     """
     source = Path(production_repo).resolve() / name
@@ -284,7 +290,8 @@ def write_cpu_twin(production_repo: Path, name: str, out_repo: Path,
         shutil.copyfile(PYTHON_MODEL_SOURCE, target / "model.py")
     # The twin declares the production config's outputs: those of the version Triton loads.
     production = source / "config.pbtxt"
-    outputs = config_outputs(production.read_text()) if production.is_file() else OUTPUTS
+    if outputs is None:
+        outputs = config_outputs(production.read_text()) if production.is_file() else OUTPUTS
     (model_dir / "config.pbtxt").write_text(
-        render_cpu_twin_config(served, options, runtime, outputs))
+        render_cpu_twin_config(served, options, runtime, outputs, input_spec))
     return model_dir

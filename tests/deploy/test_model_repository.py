@@ -21,7 +21,10 @@ from service.cpus import cgroup_cpu_limit, spare_cpu_threads
 from tests.service.test_runtimes import RUNTIME_TOLERANCE
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
-CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt"))
+# The pose models' configs and files; the person detector's are tested in test_person_detector.
+DETECTOR_MODELS = ("person-detector", "person-detector-onnx")
+CONFIGS = sorted(p for p in REPOSITORY.glob("*/config.pbtxt")
+                 if p.parent.name not in DETECTOR_MODELS)
 
 
 def test_the_default_model_has_a_production_config():
@@ -75,7 +78,8 @@ def _card_outputs(version: Path) -> list[str]:
 
 
 # Each model once: the `<name>-onnx` version folders are links to `<name>`'s.
-MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.pt") if not p.parent.is_symlink())
+MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.pt")
+                if not p.parent.is_symlink() and p.parents[1].name not in DETECTOR_MODELS)
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: f"{p.parents[1].name}/{p.parent.name}")
@@ -108,7 +112,8 @@ def test_committed_model_honours_the_contract(path):
 # model.onnx beside model.pt: the same model for another runtime. Alone: a model of its own
 # (int8, `margipose-quantize`).
 ONNX_MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.onnx")
-                     if not p.parent.is_symlink() and p.with_name("model.pt").is_file())
+                     if not p.parent.is_symlink() and p.with_name("model.pt").is_file()
+                     and p.parents[1].name not in DETECTOR_MODELS)
 INT8_MODELS = sorted(p for p in REPOSITORY.glob("*/*/model.onnx")
                      if not p.parent.is_symlink() and not p.with_name("model.pt").is_file())
 # Real person crops: the committed photos, each cut to a square around its middle.
@@ -221,8 +226,13 @@ def test_cgroup_cpu_limit_reads_v2_then_v1(tmp_path):
 
 
 def test_every_committed_model_file_is_tested():
+    from tests.deploy.test_person_detector import detector_files
+
     onnx_files = {p for p in REPOSITORY.glob("*/*/model.onnx") if not p.parent.is_symlink()}
-    assert onnx_files == set(ONNX_MODELS) | set(INT8_MODELS)
+    assert onnx_files == set(ONNX_MODELS) | set(INT8_MODELS) | {
+        p for p in detector_files() if p.suffix == ".onnx"}
+    pt_files = {p for p in REPOSITORY.glob("*/*/model.pt") if not p.parent.is_symlink()}
+    assert pt_files == set(MODELS) | {p for p in detector_files() if p.suffix == ".pt"}
 
 
 @pytest.mark.parametrize("path", INT8_MODELS, ids=lambda p: f"{p.parents[1].name}/{p.parent.name}")
