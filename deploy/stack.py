@@ -1,7 +1,8 @@
 """`make stack`: the compose topology (Triton, gateway, Prometheus) as local processes.
 
 For hosts without Docker, and for CI. Triton is the real `tritonserver` bundled in
-nvidia-pytriton (`make triton-env`; deploy/triton_server.py) serving the CPU twin of the model;
+nvidia-pytriton (`make triton-env`; deploy/triton_server.py) serving the CPU twin of the model
+and, when the repository has it, of the person detector;
 the gateway runs `serve --backend triton` against its gRPC port; Prometheus (Debian's
 `prometheus`) runs with the same deploy/prometheus/prometheus.yml compose mounts, copied into
 the work directory beside a loopback targets file. Everything binds to 127.0.0.1; each
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.triton_server import DEFAULT_VENV, TritonServer, free_port, missing_reason
+from posecontract.detection import DETECTOR_NAME, write_detector_twin
 from posecontract.triton import ServingOptions, write_cpu_twin
 from service.cpus import spare_cpu_threads
 
@@ -126,7 +128,11 @@ class Stack:
             write_cpu_twin(self.model_repository, self.model_name, twin,
                            ServingOptions(warmup_batch_sizes=(1,),
                                           intra_op_threads=spare_cpu_threads()))
-            self.triton = TritonServer(twin, self.workdir, (self.model_name,), self.venv)
+            models: tuple[str, ...] = (self.model_name,)
+            if (self.model_repository / DETECTOR_NAME).is_dir():  # the person detector's twin
+                write_detector_twin(self.model_repository, twin, spare_cpu_threads())
+                models += (DETECTOR_NAME,)
+            self.triton = TritonServer(twin, self.workdir, models, self.venv)
             # Triton picks free ports now; ours are bound later, so keep it off them.
             ours = {self.port, self.grpc_port, self.prometheus_port}
             for attr in ("http_port", "grpc_port", "metrics_port"):

@@ -70,6 +70,7 @@ class ScenePerson:
     relative_mm: np.ndarray  # (17, 3) camera-space offsets from the pelvis
     normalised: np.ndarray   # (17, 3) the model's output, in (-1, 1)
     visibility: np.ndarray | None = None  # (17,) in-view probability; None: all drawn as seen
+    score: float | None = None  # the person detector's score, when it found the person
 
     def seen(self) -> np.ndarray:
         """(17,) bool: the joints drawn as seen."""
@@ -214,7 +215,10 @@ def _image_panel(image: Image.Image, response: Scene, size: int,
         bx, by, bw, bh = person.box
         corners = offset + np.array([[bx, by], [bx + bw, by + bh]]) * to_panel
         draw.rectangle(tuple(corners.reshape(-1)), outline=colour, width=1)
-        _label(draw, (corners[0, 0] + 2, corners[0, 1] + 2), f"#{i}", font, colour)
+        # A detector's box may reach beyond the picture: the label stays inside the panel.
+        at = np.clip(corners[0] + 2, offset, offset + [w - 40, h - 14])
+        text = f"#{i}" if person.score is None else f"#{i} {person.score:.2f}"
+        _label(draw, tuple(at), text, font, colour)
         pts = offset + _joints(person, "pixels") * to_panel  # (17, 2) panel pixels
         seen = person.seen()
         for child, parent in BONES:

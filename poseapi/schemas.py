@@ -60,8 +60,12 @@ class Heatmaps(BaseModel):
 
 
 class Person(BaseModel):
-    box: Box
-    box_source: Literal["request", "auto"]
+    box: Box = Field(description="the caller's box; for `detector`, the square whose crop "
+                                 "(1.5 x its side, same centre) the detection gave")
+    box_source: Literal["request", "detector", "auto"] = Field(
+        description="`request`: the caller's box; `detector`: found by the person detector; "
+                    "`auto`: a server without a detector found one person by a whole-image "
+                    "pass")
     crop: dict = Field(description="crop centre (u, v) and side in original pixels: the crop "
                                    "whose model pass answered (re-framed to the whole body's "
                                    "crop for a person seen only in part)")
@@ -70,6 +74,8 @@ class Person(BaseModel):
                                "shoulder_head_prior", "crop_size_prior"]
     joints: list[Joint]
     heatmaps: Heatmaps | None = None
+    detection_score: float | None = Field(
+        None, description="box_source `detector` only: the person detector's score, 0 to 1")
 
 
 class ErrorDetail(BaseModel):

@@ -42,15 +42,22 @@ class ModelDescription:
     joints: tuple[str, ...]
     parents: tuple[int, ...]
     card: dict[str, Any] = field(default_factory=dict)
+    detector: ModelInfo | None = None
+    """The person detector for requests without boxes; None when the server has none."""
 
     def to_json(self) -> dict[str, Any]:
         """The REST API's GET /v1/model body."""
+        d = self.detector
         return {"name": self.name, "version": self.version, "backend": self.backend,
                 "input_size": self.input_size, "joints": list(self.joints),
-                "parents": list(self.parents), "card": self.card}
+                "parents": list(self.parents), "card": self.card,
+                "detector": None if d is None else
+                {"name": d.name, "version": d.version, "backend": d.backend}}
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ModelDescription:
+        d = body.get("detector")  # servers before the detector do not send it
         return cls(body["name"], body["version"], body["backend"], int(body["input_size"]),
                    tuple(body["joints"]), tuple(int(p) for p in body["parents"]),
-                   dict(body["card"]))
+                   dict(body["card"]),
+                   None if d is None else ModelInfo(d["name"], d["version"], d["backend"]))

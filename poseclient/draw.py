@@ -32,6 +32,7 @@ def scene(result: PredictResult) -> Scene:
     """What the renderer draws of a client's result."""
     return Scene(result.width, result.height, [
         ScenePerson((p.box.x, p.box.y, p.box.w, p.box.h), p.as_array("pixel"),
-                    p.as_array("relative_mm"), p.as_array("normalised"), p.visibility())
+                    p.as_array("relative_mm"), p.as_array("normalised"), p.visibility(),
+                    p.detection_score)
         for p in result.persons
     ])

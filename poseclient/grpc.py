@@ -88,6 +88,7 @@ def _person_json(p: pose_pb2.Person) -> dict[str, Any]:
                     "visibility": j.visibility if j.HasField("visibility") else None}
                    for j in p.joints],
         "heatmaps": heatmaps,
+        "detection_score": p.detection_score if p.HasField("detection_score") else None,
     }
 
 
@@ -95,7 +96,9 @@ def model_json(m: pose_pb2.ModelDescription) -> dict[str, Any]:
     """The REST API's GET /v1/model body for a ModelDescription."""
     return {"name": m.name, "version": m.version, "backend": m.backend,
             "input_size": m.input_size, "joints": list(m.joints), "parents": list(m.parents),
-            "card": _integral(json_format.MessageToDict(m.card))}
+            "card": _integral(json_format.MessageToDict(m.card)),
+            "detector": {"name": m.detector.name, "version": m.detector.version,
+                         "backend": m.detector.backend} if m.HasField("detector") else None}
 
 
 def _integral(value: Any) -> Any:

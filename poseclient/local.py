@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from poseclient.errors import ApiError, BadInput
 from poseclient.options import Options
 from poseclient.results import ModelDescription, PredictResult
+from posecontract.detection import DETECTOR_NAME
 
 T = TypeVar("T")
 DEFAULT_MODEL = "margipose-lite"
@@ -29,11 +30,13 @@ def _own_versions(model_dir: Path) -> bool:
 
 
 def pick_model(repository: Path) -> str:
-    """The repository's only model, else margipose-lite if present; BadInput lists them."""
+    """The repository's only pose model, else margipose-lite if present; BadInput lists them.
+    The person detector (and its ONNX twin) is not a pose model."""
     if not repository.is_dir():
         raise BadInput(f"Model repository {repository} is not a folder")
     names = sorted(d.name for d in repository.iterdir()
-                   if (d / "config.pbtxt").is_file() and _own_versions(d))
+                   if (d / "config.pbtxt").is_file() and _own_versions(d)
+                   and d.name not in (DETECTOR_NAME, f"{DETECTOR_NAME}-onnx"))
     if len(names) == 1:
         return names[0]
     if DEFAULT_MODEL in names:
@@ -69,6 +72,7 @@ class LocalService:
 
             from service.backends import make_backend
             from service.core import PoseService
+            from service.detector import make_detector
             from service.settings import Settings
         except ImportError as exc:
             raise BadInput(
@@ -82,7 +86,8 @@ class LocalService:
         # As the gateway builds it (service.gateway), without the servers.
         self.settings = Settings(model_repository=repository, model_name=name, device=device,
                                  grpc_port=0, max_batch_size=1)
-        self.service = PoseService(self.settings, make_backend(self.settings))
+        self.service = PoseService(self.settings, make_backend(self.settings),
+                                   detector=make_detector(self.settings))
         self._loop = asyncio.new_event_loop()
 
     def __enter__(self) -> LocalService:

@@ -48,7 +48,8 @@ class Joint:
 
 @dataclass(frozen=True)
 class Person:
-    """One person: the box and crop used, the root depth, the joints in skeleton order."""
+    """One person: the box and crop used, the root depth, the joints in skeleton order, and
+    the detector's score when the person detector found them (box_source "detector")."""
 
     box: Box
     box_source: str
@@ -58,6 +59,7 @@ class Person:
     root_depth_source: str
     joints: dict[str, Joint]
     heatmaps: np.ndarray | None = field(default=None, repr=False, compare=False)
+    detection_score: float | None = None
     """(3, 17, 32, 32) float32 marginals, planes xy, zy, xz; set when heatmaps were asked for."""
 
     def as_array(self, what: JointField = "camera_mm") -> np.ndarray:
@@ -140,6 +142,7 @@ def _person(p: dict[str, Any]) -> Person:
         root_depth_mm=float(p["root_depth_mm"]), root_depth_source=p["root_depth_source"],
         joints=joints,
         heatmaps=None if p.get("heatmaps") is None else decode_heatmaps(p["heatmaps"]),
+        detection_score=p.get("detection_score"),
     )
 
 

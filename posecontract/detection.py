@@ -24,13 +24,14 @@ clipped to +-100; weighted NMS at IoU 0.3).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from posecontract.layout import TensorSpec
-from posecontract.triton import ServingOptions
+from posecontract.layout import ModelContract, TensorSpec
+from posecontract.triton import ServingOptions, write_cpu_twin
 
 DETECTOR_NAME = "person-detector"  # its folder in the model repository, and its Triton name
 DETECTOR_INPUT_SIZE = 224
@@ -50,6 +51,8 @@ DETECTOR_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec("OUTPUT__1", "scores", "TYPE_FP32", (NUM_ANCHORS,),
                "Per anchor, the probability that it holds a person (sigmoid of the logit)."),
 )
+
+DETECTOR_CONTRACT = ModelContract("person detector", DETECTOR_INPUT, DETECTOR_OUTPUTS)
 
 # Its Triton serving options: a call is one image's windows (1 to 4), so small batches.
 DETECTOR_SERVING = ServingOptions(max_batch_size=8, preferred_batch_sizes=(4, 8),
@@ -260,6 +263,34 @@ def detections(boxes: np.ndarray, scores: np.ndarray, letterbox: Letterbox,
     return out
 
 
+# The service crops a box at this many times its longer side (service.core.CROP_MARGIN, the
+# training framing); a detection's box is the one whose crop is the detection's.
+BOX_TO_CROP = 1.5
+
+
+def detection_box(detection: Detection, width: float, height: float, clip_cut: bool = True
+                  ) -> tuple[float, float, float, float]:
+    """The person's box (x, y, w, h) in image pixels, which the service crops like a box of
+    the request (centre kept, side BOX_TO_CROP x its longer side).
+
+    Normally the square whose crop is `detection_crop`'s. When the mid-hip lies outside the
+    picture (a portrait, a body cut by the frame; `clip_cut`), the detector's full-body circle
+    reaches far beyond what is seen and its crop would show the person small in a mostly black
+    square: the box is then the part of the full-body square inside the picture, as a user
+    would box the visible part, and the service's re-framing (`posecontract.framing`) places
+    the whole body from the joints it sees there.
+    """
+    (cx, cy), r = detection.keypoints[0], detection.body_radius
+    if clip_cut and not (0 <= cx < width and 0 <= cy < height):
+        x0, y0 = max(cx - r, 0.0), max(cy - r, 0.0)
+        x1, y1 = min(cx + r, float(width)), min(cy + r, float(height))
+        if x1 > x0 and y1 > y0:
+            return (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+    (cx, cy), side = detection_crop(detection)
+    half = side / BOX_TO_CROP / 2
+    return (cx - half, cy - half, 2 * half, 2 * half)
+
+
 def detection_crop(detection: Detection, centre_along: float | None = None,
                    side_per_radius: float | None = None) -> tuple[tuple[float, float], float]:
     """The pose model's crop for a detection: (centre x, y), side, in image pixels."""
@@ -284,3 +315,14 @@ def merge_windows(found: list[list[Detection]], max_detections: int | None = Non
         if max_detections is not None and len(kept) >= max_detections:
             break
     return kept
+
+
+def write_detector_twin(production_repo: Path, out_repo: Path, intra_op_threads: int = 0,
+                        runtime: str = "onnxruntime") -> Path:
+    """The detector's CPU twin for Triton's Python backend (`posecontract.triton`), beside the
+    pose model's: `<out_repo>/person-detector`, serving the production `model.onnx` with ONNX
+    Runtime (or `model.pt` with torch), one warm-up batch."""
+    options = replace(DETECTOR_SERVING, warmup_batch_sizes=(1,),
+                      intra_op_threads=intra_op_threads)
+    return write_cpu_twin(production_repo, DETECTOR_NAME, out_repo, options, runtime=runtime,
+                          outputs=DETECTOR_OUTPUTS, input_spec=DETECTOR_INPUT)

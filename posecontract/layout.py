@@ -78,12 +78,35 @@ def outputs_named(names: Iterable[str]) -> tuple[TensorSpec, ...]:
     """The contract outputs a model has, from its output tensor names (any order): the five
     `OUTPUTS` and any of `OPTIONAL_OUTPUTS`. Raises ValueError naming what is missing or unknown.
     """
-    names = list(names)
-    known = {spec.name: spec for spec in OUTPUTS + OPTIONAL_OUTPUTS}
-    missing = [spec.name for spec in OUTPUTS if spec.name not in names]
-    unknown = [n for n in names if n not in known]
-    if missing or unknown:
-        raise ValueError(f"The model's outputs {names} do not fit the contract: missing "
-                         f"{missing}, unknown {unknown} (expected {[s.name for s in OUTPUTS]} "
-                         f"and optionally {[s.name for s in OPTIONAL_OUTPUTS]})")
-    return OUTPUTS + tuple(spec for spec in OPTIONAL_OUTPUTS if spec.name in names)
+    return POSE.named(names)
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """One exported model's tensors: its input, the outputs it always has and those it may
+    have. The pose model's is `POSE`; the person detector's is
+    `posecontract.detection.DETECTOR_CONTRACT`. Runtimes and backends take one, so the same
+    code serves both models."""
+
+    name: str                                # what the model is, for messages
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    optional: tuple[TensorSpec, ...] = ()
+
+    def named(self, names: Iterable[str]) -> tuple[TensorSpec, ...]:
+        """The outputs a model has, from its output names (any order), in contract order.
+        Raises ValueError naming what is missing or unknown."""
+        names = list(names)
+        known = {spec.name for spec in self.outputs + self.optional}
+        missing = [spec.name for spec in self.outputs if spec.name not in names]
+        unknown = [n for n in names if n not in known]
+        if missing or unknown:
+            raise ValueError(
+                f"The {self.name} model's outputs {names} do not fit the contract: missing "
+                f"{missing}, unknown {unknown} (expected {[s.name for s in self.outputs]}"
+                + (f" and optionally {[s.name for s in self.optional]})" if self.optional
+                   else ")"))
+        return self.outputs + tuple(spec for spec in self.optional if spec.name in names)
+
+
+POSE = ModelContract("pose", INPUT, OUTPUTS, OPTIONAL_OUTPUTS)

@@ -17,12 +17,14 @@ from typing import TypeVar
 import numpy as np
 
 from poseapi.render import Scene, ScenePerson, render_pose_png
+from posecontract.detection import BOX_TO_CROP, Detection
 from posecontract.framing import REFRAME_MIN_SCALE, crop_side, frame_crop, full_body_frame
 from posecontract.geometry import Crop, Intrinsics, make_crop
 from posecontract.layout import INPUT_SIZE
 from posecontract.skeleton import JOINT_NAMES, PARENTS
 from service.backends.base import Backend
 from service.batching import Batcher, Reservation
+from service.detector import PersonDetector
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded
 from service.imaging import DecodedImage, crop_for_model, decode_image
 from service.options import PredictOptions, check_options, check_timeout
@@ -35,7 +37,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Crop side relative to the box: training framed people at 1.5x their projected joint extent.
-CROP_MARGIN = 1.5
+CROP_MARGIN = BOX_TO_CROP
 MIN_CROP_SIDE = 16.0  # pixels; below this the second auto-crop pass keeps the first crop
 HEATMAP_KEYS = ("heatmap_xy", "heatmap_zy", "heatmap_xz")
 # JPEG draft decoding keeps at least this many pixels on the image's shorter side: a person a
@@ -51,11 +53,14 @@ class _Pass:
 
 
 class PoseService:
-    """Pose estimation over one backend, with a shared cross-request batcher."""
+    """Pose estimation over one backend, with a shared cross-request batcher, and the person
+    detector (None: requests without boxes get one person from a whole-image pass)."""
 
-    def __init__(self, settings: Settings, backend: Backend, observer=None):
+    def __init__(self, settings: Settings, backend: Backend, observer=None,
+                 detector: PersonDetector | None = None):
         self.settings = settings
         self.backend = backend
+        self.detector = detector
         self.batcher = Batcher(
             backend.infer,
             max_batch_size=settings.max_batch_size,
@@ -67,24 +72,39 @@ class PoseService:
 
     async def start(self) -> None:
         await self.backend.start()
+        if self.detector is not None:
+            if await self.detector.present():
+                await self.detector.start()
+            else:
+                log.warning("the %s backend has no person detector %r: requests without boxes "
+                            "get one person from a whole-image pass", self.backend.kind,
+                            self.settings.detector_model)
+                self.detector = None
         self.batcher.start()
 
     async def stop(self) -> None:
         await self.batcher.stop(drain=True)
+        if self.detector is not None:
+            await self.detector.stop()
         await self.backend.stop()
 
     async def ready(self) -> bool:
         try:
-            return await self.backend.ready()
+            ready = await self.backend.ready()
         except Exception:  # readiness must answer, whatever the backend does
             log.exception("backend readiness check failed")
             return False
+        return ready and (self.detector is None or await self.detector.ready())
 
     def model_description(self) -> ModelDescription:
         info = self.backend.info()
+        detector = None
+        if self.detector is not None:
+            d = self.detector.info()
+            detector = ModelInfo(d.name, d.version, self.backend.kind)
         return ModelDescription(name=info.name, version=info.version, backend=self.backend.kind,
                                 input_size=INPUT_SIZE, joints=tuple(JOINT_NAMES),
-                                parents=tuple(PARENTS), card=info.card)
+                                parents=tuple(PARENTS), card=info.card, detector=detector)
 
     async def predict(self, data: bytes, content_type: str | None,
                       options: PredictOptions) -> PoseResult:
@@ -116,7 +136,8 @@ class PoseService:
         deadline = loop.time() + timeout
         # Refuse work the batcher could not finish in time before paying for the decode: under
         # overload the decoding threads compete with inference, and a refusal must stay cheap.
-        # Without boxes the request makes two passes of one crop each. Admitted crops count as
+        # Without boxes the request makes two passes of one crop each, or (with the detector)
+        # one pass of a crop per person found, at least one counted. Admitted crops count as
         # coming until they are submitted, so that requests decoding side by side are not all
         # admitted against the same short queue.
         n_crops = len(options.boxes) if options.boxes else 1
@@ -146,9 +167,16 @@ class PoseService:
         intrinsics, k_source = self._intrinsics(options, decoded)
 
         if options.boxes:
-            boxes = [(Box(b.x, b.y, b.w, b.h), "request") for b in options.boxes]
+            boxes = [(Box(b.x, b.y, b.w, b.h), "request", None) for b in options.boxes]
             crops = [_crop_around(intrinsics, b, decoded) for b in options.boxes]
             passes = await self._run(decoded, crops, deadline, timings, "model", reservation)
+        elif self.detector is not None:
+            found = await self._detect(decoded, deadline, timings)
+            boxes = [(Box(*self.detector.box(d, decoded.width, decoded.height)), "detector",
+                      d.score) for d in found]
+            crops = [_crop_around(intrinsics, b, decoded) for b, _, _ in boxes]
+            passes = await self._run(decoded, crops, deadline, timings, "model",
+                                     reservation) if crops else []
         else:
             # Pass 1: the whole image padded to a square; pass 2: around what pass 1 found.
             side = max(decoded.width, decoded.height)
@@ -161,13 +189,13 @@ class PoseService:
             crop = _crop_around(intrinsics, box, decoded) if max(box.w, box.h) * CROP_MARGIN \
                 >= MIN_CROP_SIDE else whole
             passes = await self._run(decoded, [crop], deadline, timings, "model_pass2")
-            boxes = [(box, "auto")]
+            boxes = [(box, "auto", None)]
         passes = await self._reframe(decoded, intrinsics, passes, deadline, timings)
 
         t = time.perf_counter()
         persons = [
-            self._person(p, box, source, options)
-            for p, (box, source) in zip(passes, boxes, strict=True)
+            self._person(p, box, source, score, options)
+            for p, (box, source, score) in zip(passes, boxes, strict=True)
         ]
         timings["postprocess"] = _ms(t)
         timings["total"] = _ms(start)
@@ -187,6 +215,20 @@ class PoseService:
             return Intrinsics(k.fx, k.fy, k.cx, k.cy), "request"
         fov = self.settings.default_fov_degrees
         return Intrinsics.from_fov(decoded.width, decoded.height, fov), "default_fov"
+
+    async def _detect(self, decoded: DecodedImage, deadline: float, timings: dict[str, float]
+                      ) -> list[Detection]:
+        """The people the detector finds in `decoded`, best first, at most `max_persons`."""
+        assert self.detector is not None
+        detector = self.detector
+        t = time.perf_counter()
+        views, images = await _in_thread(deadline, "preparing detection",
+                                         lambda: detector.inputs(decoded))
+        timings["crop_detect"] = _ms(t)
+        t = time.perf_counter()
+        found = await detector.find(views, images, deadline, self.settings.max_persons)
+        timings["detect"] = _ms(t)
+        return found
 
     async def _run(self, decoded: DecodedImage, crops: list[Crop], deadline: float,
                    timings: dict[str, float], label: str,
@@ -239,8 +281,8 @@ class PoseService:
             out[i] = p
         return out
 
-    def _person(self, p: _Pass, box: Box, source: str, options: PredictOptions
-                ) -> PersonResult:
+    def _person(self, p: _Pass, box: Box, source: str, score: float | None,
+                options: PredictOptions) -> PersonResult:
         pose: PersonPose = person_pose(p.outputs["coords"], p.outputs["coord_std"], p.crop,
                                        options.root_depth_mm, p.outputs.get("visibility"))
         centre = np.linalg.inv(p.crop.pixel_matrix) @ np.array([INPUT_SIZE / 2, INPUT_SIZE / 2, 1])
@@ -252,7 +294,8 @@ class PoseService:
             heatmaps = np.stack([p.outputs[k] for k in HEATMAP_KEYS]).astype(np.float32)
         return PersonResult(box=box, box_source=source,
                             crop_centre=(float(centre[0]), float(centre[1])),
-                            crop_side=float(side), pose=pose, heatmaps=heatmaps)
+                            crop_side=float(side), pose=pose, heatmaps=heatmaps,
+                            detection_score=score)
 
 
 async def _in_thread(deadline: float, step: str, work: Callable[[], T]) -> T:
@@ -297,6 +340,6 @@ def scene(result: PoseResult) -> Scene:
     """What the renderer draws of a result."""
     return Scene(result.width, result.height, [
         ScenePerson((p.box.x, p.box.y, p.box.w, p.box.h), p.pose.pixels, p.pose.relative_mm,
-                    p.pose.normalised, p.pose.visibility)
+                    p.pose.normalised, p.pose.visibility, p.detection_score)
         for p in result.persons
     ])

@@ -27,6 +27,7 @@ from service.access import Access, Authenticator, RateLimiter, load_tokens
 from service.backends import make_backend
 from service.backends.base import Backend
 from service.core import PoseService
+from service.detector import PersonDetector, make_detector
 from service.metrics import Metrics
 from service.results import PoseResult
 from service.settings import Settings
@@ -135,7 +136,10 @@ class _Uvicorn(uvicorn.Server):
 class Gateway:
     """The core, its metrics and access control, and the REST and gRPC servers around it."""
 
-    def __init__(self, settings: Settings, backend: Backend | None = None):
+    def __init__(self, settings: Settings, backend: Backend | None = None,
+                 detector: PersonDetector | None | bool = True):
+        """`backend` None: the one the settings name; `detector` True: the one the settings
+        name (`service.detector.make_detector`), else that detector or None (none)."""
         # Imported here: the transports import the gateway's Observer and Call.
         from service.grpc import GrpcServer
         from service.rest import create_app
@@ -145,8 +149,11 @@ class Gateway:
         self.observer = Observer(self.metrics)
         # One Access for both servers: a client's rate limit counts REST and gRPC alike.
         self.access = build_access(settings)
+        if detector is True:
+            detector = make_detector(settings)
         self.service = PoseService(settings, backend or make_backend(settings),
-                                   observer=self.metrics.observe_batch)
+                                   observer=self.metrics.observe_batch,
+                                   detector=detector or None)
         self.app = create_app(self)
         self.grpc = GrpcServer(self) if settings.grpc_port else None
         self.rest = _Uvicorn(uvicorn.Config(
@@ -165,8 +172,12 @@ class Gateway:
         Also the REST app's lifespan, for when the app runs without `serve`."""
         await self.service.start()
         info = self.service.backend.info()
-        self.metrics.model.info({"name": info.name, "version": info.version,
-                                 "backend": self.service.backend.kind})
+        described = {"name": info.name, "version": info.version,
+                     "backend": self.service.backend.kind}
+        if self.service.detector is not None:
+            d = self.service.detector.info()
+            described.update(detector=d.name, detector_version=d.version)
+        self.metrics.model.info(described)
         self.metrics.track_queue(lambda: self.service.batcher.queue_depth)
         try:
             yield

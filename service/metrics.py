@@ -31,8 +31,9 @@ class Metrics:
                                  "End-to-end request latency by route and transport.",
                                  ["route", "transport"], buckets=_LATENCY_BUCKETS, registry=r)
         self.stage = Histogram("margipose_stage_duration_seconds",
-                               "Time per processing stage (decode, crop, queue_wait, inference, "
-                               "postprocess).", ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
+                               "Time per processing stage (decode, crop, detect, queue_wait, "
+                               "inference, postprocess).", ["stage"],
+                               buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("margipose_batch_size", "Person crops per backend batch.",
                                     buckets=_BATCH_BUCKETS, registry=r)
         self.persons = Histogram("margipose_persons_per_request", "Persons returned per request.",
@@ -58,7 +59,7 @@ class Metrics:
         if "model_reframe" in timings_ms:
             self.reframed.inc()
         for name, ms in timings_ms.items():
-            if name == "decode" or name == "postprocess":
+            if name in ("decode", "postprocess", "detect"):
                 self.stage.labels(name).observe(ms / 1000)
             elif name.startswith("crop_"):
                 self.stage.labels("crop").observe(ms / 1000)

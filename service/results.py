@@ -23,12 +23,14 @@ class PersonResult:
     """One person: the box and crop used, the pose, and the heatmaps when asked for."""
 
     box: Box
-    box_source: str                 # "request" or "auto"
+    box_source: str                 # "request", "detector" or "auto"
     crop_centre: tuple[float, float]  # original-image pixels
     crop_side: float                # original-image pixels
     pose: PersonPose                # (17, k) arrays in skeleton order, root depth and source
     heatmaps: np.ndarray | None = field(default=None, repr=False)
     """(3, 17, 32, 32) float32 final-stage marginals, planes xy, zy, xz."""
+    detection_score: float | None = None
+    """The person detector's score (0-1) when it found the person (box_source "detector")."""
 
 
 @dataclass(frozen=True, eq=False)

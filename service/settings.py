@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from posecontract.detection import DEFAULT_MIN_SCORE
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -43,6 +45,20 @@ class Settings(BaseSettings):
     """Intra-op threads of the local backend's runtime, whichever it is (0: on CPU, one fewer than
     the CPUs the process may use, affinity and cgroup quota, at least 1, so that decoding and the
     event loop keep a core; else the runtime's default)."""
+
+    detector_model: str = "person-detector"
+    """Person detector for requests without boxes (a folder of the repository, or the Triton
+    model name): every person scoring at least `detector_min_score`, up to `max_persons`. Empty
+    turns it off; the local backend also goes without it when the repository has no such model
+    (logged). Without a detector, a request without boxes gets one person from a whole-image
+    pass."""
+    detector_min_score: float = Field(DEFAULT_MIN_SCORE, ge=0, le=1)
+    """Lowest detection score (0-1) a person needs to be answered (chosen on the real2d train
+    split: BENCHMARKS.md, Person detection)."""
+    detector_tiles: bool = True
+    """Besides the whole picture, look at squares of an elongated picture (a 16:9 frame: three),
+    where people are seen at up to twice the detector's resolution. Off: the whole picture
+    only (faster, misses small people)."""
 
     max_batch_size: int = 16
     """Most person crops sent to the backend in one batch."""

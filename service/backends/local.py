@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posecontract.layout import INPUT
+from posecontract.layout import POSE, ModelContract
 from service.backends.base import ModelInfo
 from service.backends.runtimes import FILES, Runtime, check_runtime, open_runtime
 from service.cpus import spare_cpu_threads
@@ -54,14 +54,19 @@ def resolve_model_file(repository: Path, name: str, version: int | None,
 
 
 class LocalBackend:
-    """Runs the model with `runtime` (torch: model.pt; onnxruntime, openvino: model.onnx)."""
+    """Runs the model with `runtime` (torch: model.pt; onnxruntime, openvino: model.onnx).
+
+    `contract` is the model's (the pose model's by default; the person detector's for the
+    detector, which gets a backend of its own)."""
 
     kind = "local"
 
     def __init__(self, repository: Path, name: str, version: int | None = None,
                  device: str = "cpu", threads: int = 0,
-                 warmup_batch_sizes: tuple[int, ...] = (1,), runtime: str = "torch"):
+                 warmup_batch_sizes: tuple[int, ...] = (1,), runtime: str = "torch",
+                 contract: ModelContract = POSE):
         check_runtime(runtime)
+        self.contract = contract
         self._repository, self._name, self._version = Path(repository), name, version
         self._device = device
         self._threads = threads
@@ -81,9 +86,9 @@ class LocalBackend:
             threads = spare_cpu_threads()
         path, version = resolve_model_file(self._repository, self._name, self._version,
                                            FILES[self.runtime])
-        model = open_runtime(self.runtime, path, self._device, threads)
+        model = open_runtime(self.runtime, path, self._device, threads, self.contract)
         for batch in self._warmup:  # the first calls of every runtime are slow
-            self._run(model, np.zeros((batch, *INPUT.dims), dtype=np.uint8))
+            self._run(model, np.zeros((batch, *self.contract.input.dims), dtype=np.uint8))
         self._model = model
         self._info = ModelInfo(self._name, version, model.card)
         self.threads = model.threads
@@ -91,7 +96,8 @@ class LocalBackend:
                  version, self.runtime, self._device, self.threads)
 
     def _run(self, model: Runtime, images: np.ndarray) -> dict[str, np.ndarray]:
-        """The model's outputs by key: the five of OUTPUTS, and `visibility` if it has one."""
+        """The model's outputs by key (the pose model: the five of OUTPUTS, and `visibility`
+        if it has one)."""
         outputs = model.run(images)
         if len(outputs) != len(model.outputs):
             raise BackendUnavailable(f"The model returned {len(outputs)} outputs; its card "

@@ -6,7 +6,8 @@
 
 Each one is built in the backend's inference thread (with OpenMP a thread count is per thread),
 reads the model card the exporter embedded (`model.pt`'s extra file, `model.onnx`'s metadata),
-and runs uint8 (N, 3, 256, 256) batches to the contract's outputs in `posecontract.layout`
+and runs uint8 batches to the outputs of the model's contract (`posecontract.layout.ModelContract`:
+the pose model's `POSE` by default, the person detector's `DETECTOR_CONTRACT`), in contract
 order. Only the chosen runtime's package is imported, so a gateway serving ONNX needs no torch.
 """
 
@@ -18,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from posecontract.layout import INPUT, OUTPUTS, TensorSpec, outputs_named
+from posecontract.layout import POSE, ModelContract, TensorSpec
 from posecontract.onnx_session import open_session
 from service.errors import BackendUnavailable
 
@@ -35,7 +36,7 @@ class Runtime(Protocol):
     outputs: tuple[TensorSpec, ...]  # the model's contract outputs (with `visibility` or not)
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
-        """uint8 (N, 3, 256, 256) -> the `outputs`, in order, each with leading dim N."""
+        """uint8 (N, *input dims) -> the `outputs`, in order, each with leading dim N."""
 
 
 def check_runtime(name: str) -> None:
@@ -44,8 +45,10 @@ def check_runtime(name: str) -> None:
         raise BackendUnavailable(f"Unknown runtime {name!r}; choose one of {', '.join(FILES)}")
 
 
-def open_runtime(name: str, path: Path, device: str, threads: int) -> Runtime:
-    """Load `path` with runtime `name`; `threads` 0 leaves the runtime's own default.
+def open_runtime(name: str, path: Path, device: str, threads: int,
+                 contract: ModelContract = POSE) -> Runtime:
+    """Load `path` (a model of `contract`) with runtime `name`; `threads` 0 leaves the
+    runtime's own default.
 
     Raises BackendUnavailable naming the problem (unknown runtime, missing package, a device the
     runtime cannot use, a file it cannot load).
@@ -54,7 +57,7 @@ def open_runtime(name: str, path: Path, device: str, threads: int) -> Runtime:
     try:
         runtime = {"torch": TorchRuntime, "onnxruntime": OnnxRuntime,
                    "openvino": OpenVinoRuntime}[name]
-        return runtime(path, device, threads)
+        return runtime(path, device, threads, contract)
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(f"Runtime {name!r} needs {PACKAGES[name]}: {exc}") from exc
 
@@ -63,11 +66,11 @@ def _card(text: str | None) -> dict:
     return json.loads(text) if text else {}
 
 
-def _named(path: Path, names: list[str]) -> tuple[TensorSpec, ...]:
+def _named(path: Path, names: list[str], contract: ModelContract) -> tuple[TensorSpec, ...]:
     """The contract outputs of a model from its output names; BackendUnavailable if they do not
     fit the contract."""
     try:
-        return outputs_named(names)
+        return contract.named(names)
     except ValueError as exc:
         raise BackendUnavailable(f"Cannot serve {path}: {exc}") from exc
 
@@ -75,7 +78,7 @@ def _named(path: Path, names: list[str]) -> tuple[TensorSpec, ...]:
 class TorchRuntime:
     name = "torch"
 
-    def __init__(self, path: Path, device: str, threads: int):
+    def __init__(self, path: Path, device: str, threads: int, contract: ModelContract = POSE):
         import torch
 
         from posecontract import torchscript
@@ -94,7 +97,7 @@ class TorchRuntime:
         # TorchScript names no outputs: the card lists them (cards before the visibility head
         # list the five of OUTPUTS; a model without a card is taken to have those five).
         listed = [o["name"] for o in self.card.get("outputs", [])]
-        self.outputs = _named(path, listed) if listed else OUTPUTS
+        self.outputs = _named(path, listed, contract) if listed else contract.outputs
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         with self._torch.inference_mode():
@@ -105,7 +108,7 @@ class TorchRuntime:
 class OnnxRuntime:
     name = "onnxruntime"
 
-    def __init__(self, path: Path, device: str, threads: int):
+    def __init__(self, path: Path, device: str, threads: int, contract: ModelContract = POSE):
         import onnxruntime as ort
 
         if device == "cpu":
@@ -125,17 +128,18 @@ class OnnxRuntime:
             raise BackendUnavailable(f"Cannot load {path}: {exc}") from exc
         self.card = _card(self._session.get_modelmeta().custom_metadata_map.get(CARD_KEY))
         self.threads = threads
-        self.outputs = _named(path, [o.name for o in self._session.get_outputs()])
+        self.outputs = _named(path, [o.name for o in self._session.get_outputs()], contract)
         self._names = [o.name for o in self.outputs]
+        self._input = contract.input.name
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
-        return self._session.run(self._names, {INPUT.name: images})
+        return self._session.run(self._names, {self._input: images})
 
 
 class OpenVinoRuntime:
     name = "openvino"
 
-    def __init__(self, path: Path, device: str, threads: int):
+    def __init__(self, path: Path, device: str, threads: int, contract: ModelContract = POSE):
         import openvino as ov
 
         if device != "cpu":
@@ -157,11 +161,12 @@ class OpenVinoRuntime:
             self.card = {}
         self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         self._request = compiled.create_infer_request()
-        self.outputs = _named(path, [port.get_any_name() for port in model.outputs])
+        self.outputs = _named(path, [port.get_any_name() for port in model.outputs], contract)
         self._names = [o.name for o in self.outputs]
+        self._input = contract.input.name
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
-        results = self._request.infer({INPUT.name: images})
+        results = self._request.infer({self._input: images})
         by_name = {port.get_any_name(): value for port, value in results.items()}
         # infer() answers views of the request's buffers: copy before the next batch reuses them.
         return [np.array(by_name[name], copy=True) for name in self._names]

@@ -32,7 +32,7 @@ import tritonclient.grpc.aio as triton
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
-from posecontract.layout import INPUT, OPTIONAL_OUTPUTS, OUTPUTS, TensorSpec
+from posecontract.layout import POSE, ModelContract, TensorSpec
 from service import errors
 from service.backends.base import ModelInfo
 from service.batching import MIN_RETRY_AFTER_S
@@ -60,12 +60,15 @@ class TritonBackend:
 
     `url` is Triton's gRPC address, `host:port` (no scheme). `timeout_s` bounds each call
     (gRPC deadline); `start_timeout_s` is how long `start` waits for the model to be ready.
+    `contract` is the model's tensors: the pose model's by default, the person detector's for
+    the detector (a second model on the same server, with a backend of its own).
     """
 
     kind = "triton"
 
     def __init__(self, url: str, model_name: str, model_version: str = "",
-                 timeout_s: float = 30.0, *, start_timeout_s: float = 60.0):
+                 timeout_s: float = 30.0, *, start_timeout_s: float = 60.0,
+                 contract: ModelContract = POSE):
         if "://" in url:
             raise ValueError(f"Triton's gRPC url is host:port without a scheme, got {url!r}")
         self.url, self.model_name, self.model_version = url, model_name, model_version
@@ -75,7 +78,9 @@ class TritonBackend:
         self._client_born = 0.0
         self._closing: set[asyncio.Task[None]] = set()
         self._info: ModelInfo | None = None
-        self._outputs: tuple[TensorSpec, ...] = OUTPUTS  # with the optional ones it serves
+        self.contract = contract
+        # The contract's outputs, with the optional ones the model serves.
+        self._outputs: tuple[TensorSpec, ...] = contract.outputs
         self._max_batch_size = 0
         self._max_queue_size = 0
         self._latency_s: float | None = None  # running mean of successful calls
@@ -145,14 +150,26 @@ class TritonBackend:
         log.info("Triton at %s serves %s version %s (%s, max batch %d)", self.url,
                  self.model_name, version, meta.platform, config.max_batch_size)
 
+    async def present(self) -> bool:
+        """Whether Triton's model repository holds this model at all (loaded or not): an
+        optional model (the person detector) that is absent is left out, not waited for."""
+        client = self._connection()
+        try:
+            index = await client.get_model_repository_index(client_timeout=self._timeout_s)
+        except InferenceServerException as exc:
+            raise errors.BackendUnavailable(
+                f"Cannot read Triton's model repository at {self.url}: {exc}") from exc
+        return any(m.name == self.model_name for m in index.models)
+
     def _check_contract(self, meta) -> None:
-        """Raise BackendUnavailable unless Triton's tensors are those of posecontract.layout."""
+        """Raise BackendUnavailable unless Triton's tensors are those of the contract."""
         def table(tensors) -> dict[str, tuple[str, tuple[int, ...]]]:
             return {t.name: (t.datatype, tuple(t.shape)) for t in tensors}
 
-        want_in = {INPUT.name: (_triton_dtype(INPUT.dtype), (-1, *INPUT.dims))}
-        want_out = {s.name: (_triton_dtype(s.dtype), (-1, *s.dims)) for s in OUTPUTS}
-        optional = {s.name: (_triton_dtype(s.dtype), (-1, *s.dims)) for s in OPTIONAL_OUTPUTS}
+        c = self.contract
+        want_in = {c.input.name: (_triton_dtype(c.input.dtype), (-1, *c.input.dims))}
+        want_out = {s.name: (_triton_dtype(s.dtype), (-1, *s.dims)) for s in c.outputs}
+        optional = {s.name: (_triton_dtype(s.dtype), (-1, *s.dims)) for s in c.optional}
         got_in, got_out = table(meta.inputs), table(meta.outputs)
         if (got_in != want_in or any(got_out.get(k) != v for k, v in want_out.items())
                 or any(got_out[k] != v for k, v in optional.items() if k in got_out)):
@@ -161,7 +178,7 @@ class TritonBackend:
                 f"inputs {got_in}, outputs {got_out}; expected inputs {want_in} and outputs "
                 f"{want_out}, optionally {optional} (batch dimension first, -1)"
             )
-        self._outputs = OUTPUTS + tuple(s for s in OPTIONAL_OUTPUTS if s.name in got_out)
+        self._outputs = c.outputs + tuple(s for s in c.optional if s.name in got_out)
 
     async def stop(self) -> None:
         client, self._client = self._client, None
@@ -187,7 +204,8 @@ class TritonBackend:
         return self._info
 
     async def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """uint8 (N, 3, 256, 256) -> the five outputs; split if N exceeds Triton's batch limit."""
+        """uint8 (N, *input dims) -> the contract's outputs; split if N exceeds Triton's batch
+        limit."""
         if self._info is None:
             raise errors.BackendUnavailable("The Triton backend has not been started")
         step = self._max_batch_size or len(images)
@@ -199,7 +217,8 @@ class TritonBackend:
 
     async def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         client = self._connection()
-        tensor = triton.InferInput(INPUT.name, list(images.shape), _triton_dtype(INPUT.dtype))
+        spec = self.contract.input
+        tensor = triton.InferInput(spec.name, list(images.shape), _triton_dtype(spec.dtype))
         tensor.set_data_from_numpy(np.ascontiguousarray(images))
         wanted = [triton.InferRequestedOutput(s.name) for s in self._outputs]
         start = time.monotonic()

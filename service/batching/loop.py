@@ -66,9 +66,10 @@ class _Slice:
 class Batcher:
     """Batch the crops of concurrent requests into calls of an async `infer`, on one event loop.
 
-    `infer` takes a stacked uint8 batch (N, 3, 256, 256) and returns arrays with leading dim N; it
-    must not block the event loop (backends run inference in a thread or remotely). `max_queue`
-    bounds the crops waiting, not those in flight. Up to `max_concurrent_batches` batches run at
+    `infer` takes a stacked uint8 batch (N, 3, 256, 256) and returns arrays with leading dim N
+    (`item_dims` other than (3, 256, 256): the person detector's windows); it must not block the
+    event loop (backends run inference in a thread or remotely). `max_queue` bounds the crops
+    waiting, not those in flight. Up to `max_concurrent_batches` batches run at
     once (more than one suits backends that pipeline, such as Triton or GPU streams); the next
     batch keeps collecting crops while all slots are busy. `on_batch(size, queue_wait_s, infer_s)`
     is called after every batch `infer` answered, with rows or an error, with one queue wait (from
@@ -77,12 +78,14 @@ class Batcher:
 
     def __init__(self, infer: Infer, *, max_batch_size: int, max_wait_s: float, max_queue: int,
                  max_concurrent_batches: int = 1, name: str = "batcher",
-                 on_batch: BatchObserver | None = None):
+                 on_batch: BatchObserver | None = None,
+                 item_dims: tuple[int, ...] = INPUT.dims):
         try:
             self.limits = Limits(max_batch_size, max_wait_s, max_queue, max_concurrent_batches)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
         self.name = name
+        self.item_dims = tuple(item_dims)  # of one item: the pose crop's by default
         self._infer = infer
         self._on_batch = on_batch
         self._queue: deque[_Request] = deque()
@@ -151,8 +154,8 @@ class Batcher:
         the errors listed in the module docstring. If the caller is cancelled, its crops still
         queued are dropped and rows that come back later are discarded.
         """
-        if items.dtype != np.uint8 or items.shape[1:] != INPUT.dims or len(items) == 0:
-            shape = ", ".join(map(str, INPUT.dims))
+        if items.dtype != np.uint8 or items.shape[1:] != self.item_dims or len(items) == 0:
+            shape = ", ".join(map(str, self.item_dims))
             raise ValueError(f"items must be uint8 (k, {shape}) with k >= 1, "
                              f"got {items.dtype} {items.shape}")
         if self._task is None or self._stopping:

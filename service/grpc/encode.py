@@ -50,6 +50,8 @@ def _person(person: PersonResult, heatmap_format: str) -> pose_pb2.Person:
             for j, name in enumerate(JOINT_NAMES)
         ],
     )
+    if person.detection_score is not None:
+        message.detection_score = person.detection_score
     if person.heatmaps is not None:
         payload = wire_heatmaps.encode(person.heatmaps, heatmap_format)
         message.heatmaps.CopyFrom(pose_pb2.Heatmaps(
@@ -70,10 +72,13 @@ def _vec3(v) -> pose_pb2.Vec3:
 def model_description(description: ModelDescription) -> pose_pb2.ModelDescription:
     card = struct_pb2.Struct()
     card.update(description.card)
+    d = description.detector
     return pose_pb2.ModelDescription(
         name=description.name, version=description.version, backend=description.backend,
         input_size=description.input_size, joints=description.joints,
         parents=description.parents, card=card,
+        detector=None if d is None else pose_pb2.ModelInfo(name=d.name, version=d.version,
+                                                           backend=d.backend),
     )
 
 

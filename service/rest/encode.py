@@ -44,7 +44,7 @@ def _person(person: PersonResult, heatmap_format: str) -> schemas.Person:
         box=schemas.Box(x=b.x, y=b.y, w=b.w, h=b.h), box_source=person.box_source,
         crop={"centre": list(person.crop_centre), "side": person.crop_side},
         root_depth_mm=pose.root_depth_mm, root_depth_source=pose.root_depth_source,
-        joints=joints, heatmaps=maps,
+        joints=joints, heatmaps=maps, detection_score=person.detection_score,
     )
 
 

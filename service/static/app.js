@@ -125,7 +125,9 @@ async function predict() {
   state.heatmaps = first && first.heatmaps ? decodeHeatmaps(first.heatmaps) : null;
   const n = state.result.persons.length;
   const ms = Math.round(performance.now() - started);
-  const boxText = state.box ? "in your box" : "found automatically";
+  const boxText = state.box ? "in your box"
+    : first && first.box_source === "detector" ? "found by the person detector"
+    : n === 0 ? "found: nobody above the detector's score" : "found automatically";
   setStatus(`${n} person${n === 1 ? "" : "s"} ${boxText} · ${ms} ms round trip · ` +
             `server ${Math.round(state.result.timings_ms.total)} ms`);
   renderAll();
@@ -196,6 +198,13 @@ function drawOverlay() {
       ctx.setLineDash([5, 4]);
       ctx.strokeRect(b.x * s, b.y * s, b.w * s, b.h * s);
       ctx.setLineDash([]);
+      if (person.detection_score != null) {  // found by the person detector: its score
+        ctx.fillStyle = colour;
+        ctx.font = `${Math.max(12, canvas.width / 70)}px sans-serif`;
+        const tx = Math.min(Math.max(b.x * s + 4, 2), canvas.width - 60);
+        const ty = Math.min(Math.max(b.y * s + 16, 14), canvas.height - 4);
+        ctx.fillText(`#${i} ${person.detection_score.toFixed(2)}`, tx, ty);
+      }
       const joints = person.joints;
       const k = result.intrinsics;
       // 1-sigma ellipses: the camera-axis spread projected at the joint's depth.

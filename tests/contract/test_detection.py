@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from posecontract.detection import (
+    BOX_TO_CROP,
     CROP_FROM_CIRCLE,
     MERGE_DISTANCE,
     NUM_ANCHORS,
@@ -13,6 +14,7 @@ from posecontract.detection import (
     Letterbox,
     anchor_centres,
     decode_raw,
+    detection_box,
     detection_crop,
     detections,
     merge_windows,
@@ -150,3 +152,24 @@ def test_detections_come_back_in_image_pixels():
     assert side == pytest.approx(CROP_FROM_CIRCLE["side_per_radius"] * 112)
     assert centre == pytest.approx((224, 112 - CROP_FROM_CIRCLE["centre_along"] * 112))
     assert d.body_box() == pytest.approx((112, 0, 224, 224))
+
+
+def test_the_box_of_a_detection_crops_its_crop_or_the_visible_part_of_a_cut_body():
+    # Mid-hip inside the picture: the square whose 1.5x crop is the detection's crop.
+    d = _det(0.9, (300, 400), 200)
+    (cx, cy), side = detection_crop(d)
+    x, y, w, h = detection_box(d, 640, 480)
+    assert (x + w / 2, y + h / 2) == pytest.approx((cx, cy))
+    assert w == h == pytest.approx(side / BOX_TO_CROP)
+    # A portrait: the hips below the bottom edge. The box is the full-body square's part inside
+    # the picture, as a user would box what is seen.
+    portrait = _det(0.8, (250, 900), 800)
+    assert detection_box(portrait, 512, 600) == pytest.approx((0, 100, 512, 500))
+    assert detection_box(portrait, 512, 600, clip_cut=False) == pytest.approx(
+        (250 - side_of(portrait) / 2,
+         900 - CROP_FROM_CIRCLE["centre_along"] * 800 - side_of(portrait) / 2,
+         side_of(portrait), side_of(portrait)))
+
+
+def side_of(d: Detection) -> float:
+    return detection_crop(d)[1] / BOX_TO_CROP

@@ -289,6 +289,7 @@ def test_the_gateway_serves_the_committed_int8_model(path, runtime):
     name = path.parents[1].name
     settings = Settings(model_repository=REPOSITORY, model_name=name, runtime=runtime,
                         torch_threads=1, port=free_port(), grpc_port=free_port())
+    answered = 0
     with RunningServer(settings) as server, httpx.Client(base_url=server.url,
                                                          timeout=60) as client:
         for photo in PHOTOS:
@@ -298,6 +299,10 @@ def test_the_gateway_serves_the_committed_int8_model(path, runtime):
             answer = r.json()
             assert answer["model"]["name"] == name
             assert answer["model"]["version"] == path.parent.name  # a string in the API
-            joints = np.array([j["normalised"] for j in answer["persons"][0]["joints"]])
-            assert joints.shape == (17, 3) and np.isfinite(joints).all()
-            assert np.abs(joints).max() <= 1
+            # The person detector finds the people (in frame 225 nobody: the man is hidden).
+            for person in answer["persons"]:
+                joints = np.array([j["normalised"] for j in person["joints"]])
+                assert joints.shape == (17, 3) and np.isfinite(joints).all()
+                assert np.abs(joints).max() <= 1
+                answered += 1
+    assert answered >= len(PHOTOS)

@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import model_config_pb2
 
 from deploy.triton_server import TritonServer, missing_reason
+from posecontract.detection import DETECTOR_CONTRACT, DETECTOR_NAME, windows, write_detector_twin
 from posecontract.layout import INPUT
 from posecontract.torchscript import float16_constants
 from posecontract.triton import (
@@ -49,6 +50,8 @@ from tests.service.test_runtimes import RUNTIME_TOLERANCE
 
 from .conftest import MODEL_NAME, free_port, jpeg_bytes, run
 
+PRODUCTION = Path(__file__).resolve().parents[2] / "model_repository"
+PHOTO = PRODUCTION.parent / "data" / "photos" / "sports2d_frame075.jpg"
 QUEUE_MODEL = "tiny-pose-q1"
 FLOAT16_MODEL = "tiny-pose-f16"  # the same weights stored as float16 (export --weights float16)
 ONNX_TWIN = "tiny-pose-onnx-twin"  # model.onnx run by ONNX Runtime in the Python backend
@@ -134,8 +137,10 @@ def triton(model_repository, float16_repository, tmp_path_factory) -> Iterator[T
     write_cpu_twin(model_repository, MODEL_NAME, twin,
                    ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=1),
                    served_name=ONNX_TWIN, runtime="onnxruntime")
+    # The committed person detector, as the second model of the same server.
+    write_detector_twin(PRODUCTION, twin, intra_op_threads=1)
     server = TritonServer(twin, tmp_path_factory.mktemp("tritonserver"),
-                          (MODEL_NAME, QUEUE_MODEL, FLOAT16_MODEL, ONNX_TWIN))
+                          (MODEL_NAME, QUEUE_MODEL, FLOAT16_MODEL, ONNX_TWIN, DETECTOR_NAME))
     server.start()
     try:
         yield server
@@ -457,3 +462,52 @@ def test_gateway_without_torch_serves_through_triton(triton, tmp_path):
         (person,) = r.json()["persons"]
         assert len(person["joints"]) == 17
         assert r.json()["model"]["backend"] == "triton"
+
+
+def test_the_detector_on_triton_computes_what_the_embedded_one_does(triton):
+    """The second model of the server: the person detector's twin (model.onnx under ONNX
+    Runtime in the Python backend) against the embedded backend's ONNX Runtime."""
+    from PIL import Image
+
+    image = Image.open(PHOTO).convert("RGB")
+    batch = np.stack([w.render(image) for w in windows(image.width, image.height)])
+
+    async def both() -> tuple[dict, dict]:
+        local = LocalBackend(PRODUCTION, DETECTOR_NAME, runtime="onnxruntime", threads=1,
+                             contract=DETECTOR_CONTRACT)
+        remote = TritonBackend(triton.grpc_url, DETECTOR_NAME, contract=DETECTOR_CONTRACT)
+        await local.start()
+        await remote.start()
+        try:
+            return await local.infer(batch), await remote.infer(batch)
+        finally:
+            await local.stop()
+            await remote.stop()
+
+    local, remote = run(both())
+    assert set(remote) == {"boxes", "scores"} and remote["boxes"].shape == (4, 2254, 12)
+    for key in ("boxes", "scores"):
+        # One ONNX Runtime build against another (the Triton venv's): float32 kernel noise,
+        # relative to 1 + |value| as the export's check (training.export_detector).
+        diff = np.abs(remote[key] - local[key]) / (1 + np.abs(local[key]))
+        assert diff.max() <= 5e-4, key
+
+
+def test_requests_without_boxes_find_people_with_tritons_detector(triton):
+    with rest_gateway(gateway_settings(triton)) as client:
+        body = client.post("/v1/predict", content=PHOTO.read_bytes(),
+                           headers={"Content-Type": "image/jpeg"}).json()
+        model = client.get("/v1/model").json()
+    assert [p["box_source"] for p in body["persons"]] == ["detector", "detector"]
+    assert min(p["detection_score"] for p in body["persons"]) >= 0.6
+    assert model["detector"] == {"name": DETECTOR_NAME, "version": "1", "backend": "triton"}
+
+
+def test_a_triton_without_the_detector_keeps_the_whole_image_pass(triton):
+    settings = gateway_settings(triton, detector_model="no-such-detector")
+    with rest_gateway(settings) as client:
+        body = client.post("/v1/predict", content=PHOTO.read_bytes(),
+                           headers={"Content-Type": "image/jpeg"}).json()
+        model = client.get("/v1/model").json()
+    assert [p["box_source"] for p in body["persons"]] == ["auto"]
+    assert model["detector"] is None

@@ -120,7 +120,7 @@ class Crop(_message.Message):
     def __init__(self, centre: _Optional[_Union[Vec2, _Mapping]] = ..., side: _Optional[float] = ...) -> None: ...
 
 class Person(_message.Message):
-    __slots__ = ("box", "box_source", "crop", "root_depth_mm", "root_depth_source", "joints", "heatmaps")
+    __slots__ = ("box", "box_source", "crop", "root_depth_mm", "root_depth_source", "joints", "heatmaps", "detection_score")
     BOX_FIELD_NUMBER: _ClassVar[int]
     BOX_SOURCE_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class Person(_message.Message):
     ROOT_DEPTH_SOURCE_FIELD_NUMBER: _ClassVar[int]
     JOINTS_FIELD_NUMBER: _ClassVar[int]
     HEATMAPS_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
     box: Box
     box_source: str
     crop: Crop
@@ -135,7 +136,8 @@ class Person(_message.Message):
     root_depth_source: str
     joints: _containers.RepeatedCompositeFieldContainer[Joint]
     heatmaps: Heatmaps
-    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., box_source: _Optional[str] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., root_depth_mm: _Optional[float] = ..., root_depth_source: _Optional[str] = ..., joints: _Optional[_Iterable[_Union[Joint, _Mapping]]] = ..., heatmaps: _Optional[_Union[Heatmaps, _Mapping]] = ...) -> None: ...
+    detection_score: float
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., box_source: _Optional[str] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., root_depth_mm: _Optional[float] = ..., root_depth_source: _Optional[str] = ..., joints: _Optional[_Iterable[_Union[Joint, _Mapping]]] = ..., heatmaps: _Optional[_Union[Heatmaps, _Mapping]] = ..., detection_score: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "version", "backend")
@@ -197,7 +199,7 @@ class GetModelRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelDescription(_message.Message):
-    __slots__ = ("name", "version", "backend", "input_size", "joints", "parents", "card")
+    __slots__ = ("name", "version", "backend", "input_size", "joints", "parents", "card", "detector")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +207,7 @@ class ModelDescription(_message.Message):
     JOINTS_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     CARD_FIELD_NUMBER: _ClassVar[int]
+    DETECTOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     backend: str
@@ -212,4 +215,5 @@ class ModelDescription(_message.Message):
     joints: _containers.RepeatedScalarFieldContainer[str]
     parents: _containers.RepeatedScalarFieldContainer[int]
     card: _struct_pb2.Struct
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., input_size: _Optional[int] = ..., joints: _Optional[_Iterable[str]] = ..., parents: _Optional[_Iterable[int]] = ..., card: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    detector: ModelInfo
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., input_size: _Optional[int] = ..., joints: _Optional[_Iterable[str]] = ..., parents: _Optional[_Iterable[int]] = ..., card: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., detector: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
