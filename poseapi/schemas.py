@@ -76,6 +76,9 @@ class Person(BaseModel):
     heatmaps: Heatmaps | None = None
     detection_score: float | None = Field(
         None, description="box_source `detector` only: the person detector's score, 0 to 1")
+    track_id: int | None = Field(
+        None, description="gRPC StreamPredict only: the person's id across the stream's "
+                          "frames; null in REST answers")
 
 
 class ErrorDetail(BaseModel):

@@ -15,7 +15,7 @@ This package needs httpx, grpcio, protobuf and numpy (Pillow for PNG heatmaps), 
 """
 
 from poseclient.errors import ApiError, BadInput, CallTimeout, PoseClientError, Unreachable
-from poseclient.grpc import AsyncGrpcClient, GrpcClient
+from poseclient.grpc import AsyncGrpcClient, GrpcClient, Tracking
 from poseclient.rest import AsyncRestClient, RestClient
 from poseclient.results import (
     Box,
@@ -33,5 +33,5 @@ __all__ = [
     "ApiError", "AsyncGrpcClient", "AsyncRestClient", "BadInput", "Box", "CallTimeout",
     "FrameError",
     "GrpcClient", "Intrinsics", "Joint", "ModelDescription", "ModelInfo", "Person",
-    "PoseClientError", "PredictResult", "RestClient", "RetryPolicy", "Unreachable",
+    "PoseClientError", "PredictResult", "RestClient", "RetryPolicy", "Tracking", "Unreachable",
 ]

@@ -29,7 +29,7 @@ from typing import IO, Any
 from PIL import Image, UnidentifiedImageError
 
 from poseclient.errors import BadInput, PoseClientError
-from poseclient.grpc import DEFAULT_TARGET, GrpcClient
+from poseclient.grpc import DEFAULT_TARGET, GrpcClient, Tracking
 from poseclient.options import Options, make_options
 from poseclient.rest import DEFAULT_URL, RestClient
 from poseclient.results import FrameError, ModelDescription, PredictResult
@@ -111,6 +111,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "install av)")
     _add_options(v)
     v.add_argument("--out", metavar="JSONL", help="where to write (default: stdout)")
+    t = v.add_argument_group("tracking", "Each person gets a track_id that follows them from "
+                             "frame to frame; their joints are smoothed by a One Euro filter on "
+                             "the video's own times (parameter defaults: the server's, "
+                             "MediaPipe's pose smoothing)")
+    t.add_argument("--no-smooth", action="store_true", help="each frame's own joints")
+    t.add_argument("--min-cutoff", type=float, metavar="HZ",
+                   help="cutoff of a still joint (server default 0.1; lower: steadier, more lag)")
+    t.add_argument("--beta", type=float, help="cutoff added per person size per second of "
+                   "speed (server default 40)")
+    t.add_argument("--d-cutoff", type=float, metavar="HZ",
+                   help="cutoff of the speed estimate (server default 1)")
+    t.add_argument("--max-missed", type=int, metavar="FRAMES",
+                   help="frames a track survives without its person (server default 10)")
     g = v.add_argument_group("where the model runs")
     g.add_argument("--grpc", metavar="HOST:PORT", default=DEFAULT_TARGET,
                    help=f"the service's gRPC API (default {DEFAULT_TARGET})")
@@ -296,14 +309,17 @@ def _video(args: argparse.Namespace, token: str | None, stdout: IO[str], stderr:
     sent: collections.deque[Frame] = collections.deque()
     unreadable: list[Exception] = []
 
-    def frames() -> Iterator[bytes]:
+    def frames() -> Iterator[Frame]:
         # gRPC reads this on its own thread and would hide the error: keep it for later.
         try:
             for frame in video.frames:
                 sent.append(frame)
-                yield frame.jpeg
+                yield frame  # its JPEG, and its time for the smoothing
         except Exception as exc:
             unreadable.append(exc)
+
+    tracking = Tracking(smooth=not args.no_smooth, min_cutoff=args.min_cutoff,
+                        beta=args.beta, d_cutoff=args.d_cutoff, max_missed=args.max_missed)
 
     failed = done = 0
     with contextlib.ExitStack() as stack:
@@ -313,7 +329,7 @@ def _video(args: argparse.Namespace, token: str | None, stdout: IO[str], stderr:
                                        file=stderr))
         for answer in client.stream(frames(), boxes=list(options.boxes),
                                     intrinsics=options.intrinsics,
-                                    root_depth_mm=options.root_depth_mm):
+                                    root_depth_mm=options.root_depth_mm, tracking=tracking):
             frame = sent.popleft()
             record: dict[str, Any] = {"frame": frame.index, "time_s": frame.time_s}
             if isinstance(answer, FrameError):

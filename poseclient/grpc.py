@@ -14,6 +14,7 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,6 +25,7 @@ from poseclient.errors import ApiError, CallTimeout, PoseClientError, Unreachabl
 from poseclient.options import ImageInput, Options, make_options, read_image
 from poseclient.results import FrameError, ModelDescription, PredictResult
 from poseclient.retry import DEFAULT_RETRY, Deadline, RetryPolicy, parse_retry_after
+from poseclient.video import Frame
 from posecontract.geometry import Intrinsics
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -49,6 +51,41 @@ def request_message(image: bytes, options: Options, timeout_s: float | None = No
         m.root_depth_mm = options.root_depth_mm
     if timeout_s is not None:
         m.timeout_s = max(timeout_s, 1e-3)
+    return m
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """StreamPredict's tracking options (pose.v1 Tracking); None leaves the server's default
+    (no smoothing; when smoothing, One Euro min_cutoff 0.1 Hz, beta 40, d_cutoff 1 Hz;
+    max_missed 10)."""
+
+    smooth: bool | None = None
+    min_cutoff: float | None = None
+    beta: float | None = None
+    d_cutoff: float | None = None
+    max_missed: int | None = None
+
+    def message(self) -> pose_pb2.Tracking:
+        m = pose_pb2.Tracking()
+        for name in ("smooth", "min_cutoff", "beta", "d_cutoff", "max_missed"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(m, name, value)
+        return m
+
+
+def _stream_request(frame: ImageInput | Frame, options: Options, timeout_s: float | None,
+                    tracking: Tracking | None) -> pose_pb2.PredictRequest:
+    """A StreamPredict request: a `Frame` brings its time (the smoothing's clock)."""
+    if isinstance(frame, Frame):
+        m = request_message(frame.jpeg, options, timeout_s)
+        if frame.time_s is not None:
+            m.timestamp_s = frame.time_s
+    else:
+        m = request_message(read_image(frame), options, timeout_s)
+    if tracking is not None:
+        m.tracking.CopyFrom(tracking.message())
     return m
 
 
@@ -89,6 +126,7 @@ def _person_json(p: pose_pb2.Person) -> dict[str, Any]:
                    for j in p.joints],
         "heatmaps": heatmaps,
         "detection_score": p.detection_score if p.HasField("detection_score") else None,
+        "track_id": p.track_id if p.HasField("track_id") else None,
     }
 
 
@@ -198,14 +236,17 @@ class GrpcClient(_Base):
     def stream(self, frames: Frames, *, boxes: Boxes = None,
                intrinsics: Intrinsics | tuple[float, ...] | None = None,
                root_depth_mm: float | None = None, heatmaps: bool | str = False,
-               timeout: float | None = None) -> Iterator[PredictResult | FrameError]:
-        """StreamPredict: one result (or FrameError) per frame, in order, as they come.
+               timeout: float | None = None, tracking: Tracking | None = None
+               ) -> Iterator[PredictResult | FrameError]:
+        """StreamPredict: one result (or FrameError) per frame, in order, as they come; each
+        person carries a `track_id` that follows them across the frames.
 
-        `frames` (bytes or paths) is read lazily, as the stream needs them. Each frame's own
-        deadline is the client's timeout; `timeout` bounds the whole stream (None: unbounded).
+        `frames` (bytes, paths, or `poseclient.video.Frame`s, which bring their time) is read
+        lazily, as the stream needs them. Each frame's own deadline is the client's timeout;
+        `timeout` bounds the whole stream (None: unbounded). `tracking` sets the smoothing.
         """
         options = self._options(boxes, intrinsics, root_depth_mm, heatmaps)
-        requests = (request_message(read_image(f), options, self.timeout) for f in frames)
+        requests = (_stream_request(f, options, self.timeout, tracking) for f in frames)
         deadline = None if timeout is None else Deadline(timeout)
         call = self._stub.StreamPredict(requests, metadata=self.metadata, timeout=timeout)
         try:
@@ -267,18 +308,19 @@ class AsyncGrpcClient(_Base):
     async def stream(self, frames: Frames | AsyncIterable[ImageInput], *, boxes: Boxes = None,
                      intrinsics: Intrinsics | tuple[float, ...] | None = None,
                      root_depth_mm: float | None = None, heatmaps: bool | str = False,
-                     timeout: float | None = None
+                     timeout: float | None = None, tracking: Tracking | None = None
                      ) -> AsyncIterator[PredictResult | FrameError]:
-        """StreamPredict: one result (or FrameError) per frame, in order, as they come."""
+        """StreamPredict: one result (or FrameError) per frame, in order, as they come (see
+        `GrpcClient.stream`)."""
         options = self._options(boxes, intrinsics, root_depth_mm, heatmaps)
 
         async def requests() -> AsyncIterator[pose_pb2.PredictRequest]:
             if isinstance(frames, AsyncIterable):
                 async for f in frames:
-                    yield request_message(read_image(f), options, self.timeout)
+                    yield _stream_request(f, options, self.timeout, tracking)
             else:
                 for f in frames:
-                    yield request_message(read_image(f), options, self.timeout)
+                    yield _stream_request(f, options, self.timeout, tracking)
 
         deadline = None if timeout is None else Deadline(timeout)
         call = self._stub.StreamPredict(requests(), metadata=self.metadata, timeout=timeout)

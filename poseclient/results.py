@@ -60,6 +60,7 @@ class Person:
     joints: dict[str, Joint]
     heatmaps: np.ndarray | None = field(default=None, repr=False, compare=False)
     detection_score: float | None = None
+    track_id: int | None = None  # StreamPredict: the person's id across the stream's frames
     """(3, 17, 32, 32) float32 marginals, planes xy, zy, xz; set when heatmaps were asked for."""
 
     def as_array(self, what: JointField = "camera_mm") -> np.ndarray:
@@ -142,7 +143,7 @@ def _person(p: dict[str, Any]) -> Person:
         root_depth_mm=float(p["root_depth_mm"]), root_depth_source=p["root_depth_source"],
         joints=joints,
         heatmaps=None if p.get("heatmaps") is None else decode_heatmaps(p["heatmaps"]),
-        detection_score=p.get("detection_score"),
+        detection_score=p.get("detection_score"), track_id=p.get("track_id"),
     )
 
 

@@ -43,6 +43,9 @@ class Metrics:
         self.queue_depth = Gauge("margipose_queue_depth", "Person crops waiting for the backend.",
                                  registry=r)
         self.model = Info("margipose_model", "The model being served.", registry=r)
+        self.streams = Gauge("margipose_open_streams", "StreamPredict calls open.", registry=r)
+        self.tracks = Gauge("margipose_tracks", "People followed by open StreamPredict calls "
+                            "(tracks alive).", registry=r)
         self.reframed = Counter("margipose_reframed_requests",
                                 "Requests that ran a re-framing pass for a person seen in part.",
                                 registry=r)

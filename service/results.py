@@ -31,6 +31,8 @@ class PersonResult:
     """(3, 17, 32, 32) float32 final-stage marginals, planes xy, zy, xz."""
     detection_score: float | None = None
     """The person detector's score (0-1) when it found the person (box_source "detector")."""
+    track_id: int | None = None
+    """StreamPredict only: the person's id across the stream's frames (service.tracking)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -52,6 +52,8 @@ def _person(person: PersonResult, heatmap_format: str) -> pose_pb2.Person:
     )
     if person.detection_score is not None:
         message.detection_score = person.detection_score
+    if person.track_id is not None:
+        message.track_id = person.track_id
     if person.heatmaps is not None:
         payload = wire_heatmaps.encode(person.heatmaps, heatmap_format)
         message.heatmaps.CopyFrom(pose_pb2.Heatmaps(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from service.gateway import REPLACED_HEADER, REPLACED_NOTE
 from service.gateway import request_id as call_id
 from service.grpc import encode
 from service.options import PredictOptions, parse_options
+from service.results import PoseResult
+from service.tracking import DEFAULT_MAX_MISSED, SMOOTH_BY_DEFAULT, Smoothing, Tracker
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
@@ -97,6 +100,41 @@ def options_from_request(request: pose_pb2.PredictRequest) -> PredictOptions:
         if request.HasField(name):
             raw[name] = getattr(request, name)
     return parse_options(raw)
+
+
+@dataclass(frozen=True)
+class FrameTracking:
+    """A StreamPredict frame's tracking options (PredictRequest.tracking, timestamp_s)."""
+
+    smoothing: Smoothing
+    max_missed: int
+    timestamp_s: float | None
+
+
+MAX_MISSED_LIMIT = 1000
+
+
+def tracking_from_request(request: pose_pb2.PredictRequest) -> FrameTracking:
+    """The frame's tracking options; InvalidRequest naming a value out of range."""
+    t = request.tracking
+    defaults = Smoothing()
+    smoothing = Smoothing(
+        enabled=t.smooth if t.HasField("smooth") else SMOOTH_BY_DEFAULT,
+        min_cutoff=t.min_cutoff if t.HasField("min_cutoff") else defaults.min_cutoff,
+        beta=t.beta if t.HasField("beta") else defaults.beta,
+        d_cutoff=t.d_cutoff if t.HasField("d_cutoff") else defaults.d_cutoff)
+    try:
+        smoothing.check()
+    except ValueError as exc:
+        raise InvalidRequest(f"tracking.{exc}") from None
+    max_missed = t.max_missed if t.HasField("max_missed") else DEFAULT_MAX_MISSED
+    if not 0 <= max_missed <= MAX_MISSED_LIMIT:
+        raise InvalidRequest(f"tracking.max_missed must be 0 to {MAX_MISSED_LIMIT} frames, "
+                             f"got {max_missed}")
+    timestamp = request.timestamp_s if request.HasField("timestamp_s") else None
+    if timestamp is not None and not math.isfinite(timestamp):
+        raise InvalidRequest(f"timestamp_s must be a finite number of seconds, got {timestamp}")
+    return FrameTracking(smoothing, max_missed, timestamp)
 
 
 Metadata = tuple[tuple[str, str], ...]
@@ -180,13 +218,24 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
                 frames.put_nowait(None)
 
         reader = asyncio.create_task(read())
+        # The stream's people, followed from answer to answer in order (service.tracking);
+        # it goes with the call: a client that leaves frees it.
+        tracker = Tracker()
+        metrics = self.gateway.metrics
+        metrics.streams.inc()
         try:
             while (frame := await frames.get()) is not None:
                 answer = await frame
                 window.release()
-                yield answer
+                before = len(tracker.tracks)
+                response = self._track(tracker, *answer)
+                metrics.tracks.inc(len(tracker.tracks) - before)
+                yield response
             await reader  # a failure to read the stream fails the call
         finally:
+            metrics.tracks.dec(len(tracker.tracks))
+            metrics.streams.dec()
+            tracker.tracks.clear()
             reader.cancel()
             while not frames.empty():
                 if (frame := frames.get_nowait()) is not None:
@@ -219,27 +268,44 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
         return answer
 
     async def _frame(self, request: pose_pb2.PredictRequest, call: _Call
-                     ) -> pose_pb2.PredictResponse:
-        """One StreamPredict frame: its result, or its error inline."""
+                     ) -> tuple[str, PoseResult | ServiceError, FrameTracking | None]:
+        """One StreamPredict frame: its result (and how to track it), or its error."""
         request_id, _ = _request_id(request.request_id, None)
         try:
             with self._observe(STREAM_PREDICT, request_id, call):
                 self.access.admit(call.authorization, call.peer)
-                return await self._predict(request, request_id, None)
+                if isinstance(request, Undecodable):
+                    raise request.error
+                tracking = tracking_from_request(request)
+                return request_id, await self._result(request, None), tracking
         except ServiceError as exc:
-            return pose_pb2.PredictResponse(request_id=request_id, error=encode.error(exc))
+            return request_id, exc, None
+
+    def _track(self, tracker: Tracker, request_id: str, outcome: PoseResult | ServiceError,
+               tracking: FrameTracking | None) -> pose_pb2.PredictResponse:
+        """A frame's answer, in stream order: its people tracked (and smoothed), or its error."""
+        if isinstance(outcome, ServiceError):
+            return pose_pb2.PredictResponse(request_id=request_id, error=encode.error(outcome))
+        assert tracking is not None
+        tracker.max_missed = tracking.max_missed
+        result = tracker.update(outcome, tracking.timestamp_s, tracking.smoothing)
+        return encode.predict_response(result, request_id)
 
     async def _predict(self, request: pose_pb2.PredictRequest, request_id: str,
                        time_remaining: float | None) -> pose_pb2.PredictResponse:
         if isinstance(request, Undecodable):
             raise request.error
+        return encode.predict_response(await self._result(request, time_remaining), request_id)
+
+    async def _result(self, request: pose_pb2.PredictRequest, time_remaining: float | None
+                      ) -> PoseResult:
         options = options_from_request(request)
         if options.timeout_s is None and time_remaining is not None:
             # The call's gRPC deadline becomes the core's (which drops work nobody waits for).
             options = options.model_copy(update={"timeout_s": max(time_remaining, 1e-3)})
         result = await self.service.predict(request.image, request.content_type or None, options)
         self.gateway.observer.result(result)
-        return encode.predict_response(result, request_id)
+        return result
 
     @contextmanager
     def _observe(self, route: str, request_id: str, call: _Call) -> Iterator[None]:

@@ -134,6 +134,10 @@ def test_video_streams_every_frame_over_grpc(server, tmp_path):
     assert [x["time_s"] for x in lines] == pytest.approx([0.0, 0.04, 0.08])
     assert all(len(x["persons"]) == 1 and x["image"] == {"width": 160, "height": 120}
                for x in lines)
+    # Each person carries a track id (the fixture's untrained model on these made-up frames
+    # may jump: a jump beyond half a person's size starts a new id, never an old one).
+    ids = [x["persons"][0]["track_id"] for x in lines]
+    assert ids[0] == 1 and ids == sorted(ids) and all(isinstance(i, int) for i in ids)
     assert "3/3" in err  # the progress bar
     assert err.rstrip().endswith(f"clip.gif: 3 frames (pillow) to {tmp_path / 'poses.jsonl'}, "
                                  "0 failed")
@@ -244,3 +248,26 @@ def test_local_picks_the_only_model_not_its_onnx_deployment(model_repository, tm
         (other / name / "config.pbtxt").write_text("")
     with pytest.raises(BadInput, match="it holds a, b"):
         pick_model(other)
+
+
+def test_video_smoothing_options_reach_the_server(server, tmp_path):
+    # A real photo panned 3 pixels a frame: the (untrained) model's person moves a little.
+    image = Image.open(Path(__file__).resolve().parents[2] / "data" / "photos" /
+                       "astronaut.jpg").convert("RGB")
+    pans = [image.crop((3 * i, 0, 3 * i + 400, 400)) for i in range(3)]
+    pans[0].save(tmp_path / "clip.gif", save_all=True, append_images=pans[1:], duration=40)
+    runs = {}
+    for name, extra in {"raw": ["--no-smooth"], "default": [],
+                        "steady": ["--min-cutoff", "0.01", "--beta", "0"]}.items():
+        status, out, err = margipose("video", tmp_path / "clip.gif", "--grpc",
+                                     server.grpc_target, *extra)
+        assert status == 0, err
+        runs[name] = [np.array([j["pixel"] for j in json.loads(x)["persons"][0]["joints"]])
+                      for x in out.splitlines()]
+    # Later frames are smoothed, the more the lower the cutoff: held near the first frame.
+    moved_raw = np.abs(runs["raw"][2] - runs["raw"][0]).mean()
+    moved_steady = np.abs(runs["steady"][2] - runs["steady"][0]).mean()
+    assert moved_steady < 0.1 * moved_raw
+    status, out, err = margipose("video", tmp_path / "clip.gif", "--grpc", server.grpc_target,
+                                 "--min-cutoff", "-1")
+    assert status == 1 and "tracking.min_cutoff must be a positive frequency" in out

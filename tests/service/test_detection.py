@@ -177,20 +177,16 @@ def test_a_repository_without_the_detector_keeps_the_whole_image_pass(tmp_path, 
 # -- the real detector, through the real gateway ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def detector_repository(model_repository, tmp_path_factory) -> Path:
-    """The test pose model and the committed person detector, side by side."""
-    repo = tmp_path_factory.mktemp("with_detector")
-    (repo / MODEL_NAME).symlink_to(model_repository / MODEL_NAME, target_is_directory=True)
-    (repo / DETECTOR_NAME).symlink_to(ROOT / "model_repository" / DETECTOR_NAME,
-                                      target_is_directory=True)
-    return repo
+# The real thing: the committed default model (ONNX Runtime) and the committed detector, so
+# that tracks follow real poses of real people.
+DEFAULT_MODEL = "margipose-lite"
 
 
 @pytest.fixture(scope="module")
-def server(detector_repository):
-    settings = Settings(model_repository=detector_repository, model_name=MODEL_NAME,
-                        port=free_port(), grpc_port=free_port(), max_persons=4)
+def server():
+    settings = Settings(model_repository=ROOT / "model_repository", model_name=DEFAULT_MODEL,
+                        runtime="onnxruntime", port=free_port(), grpc_port=free_port(),
+                        max_persons=4)
     with RunningServer(settings) as running:
         yield running
 
@@ -244,3 +240,109 @@ def test_the_service_crops_a_detection_as_it_would_crop_a_request_box():
     from service.core import CROP_MARGIN
 
     assert CROP_MARGIN == BOX_TO_CROP
+
+
+# -- StreamPredict: track ids and smoothing, over the real gateway --------------------------------
+
+
+def _shifted_frames(count: int, step: int = 4) -> list[bytes]:
+    """Frame 75 panned `step` pixels a frame: both people move left by that much."""
+    image = Image.open(PHOTOS / "sports2d_frame075.jpg")
+    out = []
+    for i in range(count):
+        buf = io.BytesIO()
+        image.crop((i * step, 0, i * step + 1600, 994)).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def _gauge(server, name: str) -> float:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_stream_gives_each_person_a_track_id_that_stays(server):
+    frames = _shifted_frames(6)
+    requests = [pose_pb2.PredictRequest(image=f, timestamp_s=i / 30) for i, f in
+                enumerate(frames)]
+    # A frame with a bad smoothing option is answered inline and the stream goes on.
+    bad = pose_pb2.PredictRequest(image=frames[0], timestamp_s=0.1)
+    bad.tracking.min_cutoff = -1
+    requests.insert(3, bad)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pose_pb2_grpc.PoseServiceStub(channel)
+        answers = list(stub.StreamPredict(iter(requests), timeout=120))
+    assert answers[3].HasField("error") and "tracking.min_cutoff" in answers[3].error.message
+    answers = answers[:3] + answers[4:]
+    by_id: dict[int, list[tuple[float, float]]] = {}
+    for answer in answers:
+        assert len(answer.persons) == 2 and all(p.HasField("track_id") for p in answer.persons)
+        for p in answer.persons:
+            by_id.setdefault(p.track_id, []).append((p.crop.centre.x, p.crop.centre.y))
+    assert sorted(by_id) == [1, 2] and all(len(v) == 6 for v in by_id.values())
+    for centres in by_id.values():  # each id stays on one person: a few pixels a frame
+        steps = np.linalg.norm(np.diff(np.array(centres), axis=0), axis=1)
+        assert steps.max() < 40
+    assert _gauge(server, "margipose_tracks") == 0  # the stream ended: its tracks are gone
+    assert _gauge(server, "margipose_open_streams") == 0
+
+
+def test_smoothing_can_be_turned_off_and_predict_has_no_track_ids(server):
+    frames = _shifted_frames(3)
+
+    def stream(smooth: bool) -> list:
+        requests = []
+        for i, f in enumerate(frames):
+            r = pose_pb2.PredictRequest(image=f, timestamp_s=i / 30)
+            r.tracking.smooth = smooth
+            requests.append(r)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            return list(pose_pb2_grpc.PoseServiceStub(channel).StreamPredict(iter(requests),
+                                                                              timeout=120))
+
+    raw, smoothed = stream(False), stream(True)
+    with grpc.insecure_channel(server.grpc_target) as channel:  # unset: not smoothed
+        default = list(pose_pb2_grpc.PoseServiceStub(channel).StreamPredict(
+            iter([pose_pb2.PredictRequest(image=f, timestamp_s=i / 30)
+                  for i, f in enumerate(frames)]), timeout=120))
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        single = pose_pb2_grpc.PoseServiceStub(channel).Predict(
+            pose_pb2.PredictRequest(image=frames[2]), timeout=60)
+    # Unsmoothed, a stream's frame is Predict's answer; smoothed, later frames differ.
+    pixels = lambda m: np.array([[j.pixel.x, j.pixel.y] for p in sorted(  # noqa: E731
+        m.persons, key=lambda p: p.crop.centre.x) for j in p.joints])
+    np.testing.assert_allclose(pixels(raw[2]), pixels(single), atol=1e-6)
+    np.testing.assert_allclose(pixels(default[2]), pixels(single), atol=1e-6)
+    np.testing.assert_allclose(pixels(smoothed[0]), pixels(raw[0]), atol=1e-6)
+    assert np.abs(pixels(smoothed[2]) - pixels(raw[2])).max() > 0.01
+    assert not any(p.HasField("track_id") for p in single.persons)
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_tracks(server):
+    import threading
+    import time
+
+    frames = _shifted_frames(2)
+    release = threading.Event()
+
+    def requests():
+        for f in frames:
+            yield pose_pb2.PredictRequest(image=f)
+        release.wait(30)  # the client keeps the stream open, then goes away
+
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        call = pose_pb2_grpc.PoseServiceStub(channel).StreamPredict(requests(), timeout=120)
+        got = [next(call), next(call)]
+        assert all(len(a.persons) == 2 for a in got)
+        assert _gauge(server, "margipose_tracks") == 2
+        assert _gauge(server, "margipose_open_streams") == 1
+        call.cancel()
+        release.set()
+    deadline = time.monotonic() + 10
+    while _gauge(server, "margipose_tracks") != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gauge(server, "margipose_tracks") == 0
+    assert _gauge(server, "margipose_open_streams") == 0

@@ -42,7 +42,7 @@ class CameraIntrinsics(_message.Message):
     def __init__(self, fx: _Optional[float] = ..., fy: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("image", "content_type", "boxes", "intrinsics", "root_depth_mm", "heatmaps", "timeout_s", "request_id")
+    __slots__ = ("image", "content_type", "boxes", "intrinsics", "root_depth_mm", "heatmaps", "timeout_s", "request_id", "tracking", "timestamp_s")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     BOXES_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class PredictRequest(_message.Message):
     HEATMAPS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACKING_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     content_type: str
     boxes: _containers.RepeatedCompositeFieldContainer[Box]
@@ -59,7 +61,23 @@ class PredictRequest(_message.Message):
     heatmaps: HeatmapFormat
     timeout_s: float
     request_id: str
-    def __init__(self, image: _Optional[bytes] = ..., content_type: _Optional[str] = ..., boxes: _Optional[_Iterable[_Union[Box, _Mapping]]] = ..., intrinsics: _Optional[_Union[CameraIntrinsics, _Mapping]] = ..., root_depth_mm: _Optional[float] = ..., heatmaps: _Optional[_Union[HeatmapFormat, str]] = ..., timeout_s: _Optional[float] = ..., request_id: _Optional[str] = ...) -> None: ...
+    tracking: Tracking
+    timestamp_s: float
+    def __init__(self, image: _Optional[bytes] = ..., content_type: _Optional[str] = ..., boxes: _Optional[_Iterable[_Union[Box, _Mapping]]] = ..., intrinsics: _Optional[_Union[CameraIntrinsics, _Mapping]] = ..., root_depth_mm: _Optional[float] = ..., heatmaps: _Optional[_Union[HeatmapFormat, str]] = ..., timeout_s: _Optional[float] = ..., request_id: _Optional[str] = ..., tracking: _Optional[_Union[Tracking, _Mapping]] = ..., timestamp_s: _Optional[float] = ...) -> None: ...
+
+class Tracking(_message.Message):
+    __slots__ = ("smooth", "min_cutoff", "beta", "d_cutoff", "max_missed")
+    SMOOTH_FIELD_NUMBER: _ClassVar[int]
+    MIN_CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    D_CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    MAX_MISSED_FIELD_NUMBER: _ClassVar[int]
+    smooth: bool
+    min_cutoff: float
+    beta: float
+    d_cutoff: float
+    max_missed: int
+    def __init__(self, smooth: _Optional[bool] = ..., min_cutoff: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff: _Optional[float] = ..., max_missed: _Optional[int] = ...) -> None: ...
 
 class Vec2(_message.Message):
     __slots__ = ("x", "y")
@@ -120,7 +138,7 @@ class Crop(_message.Message):
     def __init__(self, centre: _Optional[_Union[Vec2, _Mapping]] = ..., side: _Optional[float] = ...) -> None: ...
 
 class Person(_message.Message):
-    __slots__ = ("box", "box_source", "crop", "root_depth_mm", "root_depth_source", "joints", "heatmaps", "detection_score")
+    __slots__ = ("box", "box_source", "crop", "root_depth_mm", "root_depth_source", "joints", "heatmaps", "detection_score", "track_id")
     BOX_FIELD_NUMBER: _ClassVar[int]
     BOX_SOURCE_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +147,7 @@ class Person(_message.Message):
     JOINTS_FIELD_NUMBER: _ClassVar[int]
     HEATMAPS_FIELD_NUMBER: _ClassVar[int]
     DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     box: Box
     box_source: str
     crop: Crop
@@ -137,7 +156,8 @@ class Person(_message.Message):
     joints: _containers.RepeatedCompositeFieldContainer[Joint]
     heatmaps: Heatmaps
     detection_score: float
-    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., box_source: _Optional[str] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., root_depth_mm: _Optional[float] = ..., root_depth_source: _Optional[str] = ..., joints: _Optional[_Iterable[_Union[Joint, _Mapping]]] = ..., heatmaps: _Optional[_Union[Heatmaps, _Mapping]] = ..., detection_score: _Optional[float] = ...) -> None: ...
+    track_id: int
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., box_source: _Optional[str] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., root_depth_mm: _Optional[float] = ..., root_depth_source: _Optional[str] = ..., joints: _Optional[_Iterable[_Union[Joint, _Mapping]]] = ..., heatmaps: _Optional[_Union[Heatmaps, _Mapping]] = ..., detection_score: _Optional[float] = ..., track_id: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "version", "backend")
