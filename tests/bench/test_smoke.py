@@ -1,12 +1,20 @@
 """Seconds-long runs of the benchmark scripts with tiny settings, so that they cannot rot."""
 
+import dataclasses
 import json
 import math
 import os
 
 import pytest
 
-from bench import marginal_vs_volumetric, model_cpu, reframe_cost, vs_blazepose
+from bench import (
+    detector_cost,
+    marginal_vs_volumetric,
+    model_cpu,
+    reframe_cost,
+    video_tracking,
+    vs_blazepose,
+)
 from posecontract.skeleton import NUM_JOINTS
 
 
@@ -110,3 +118,38 @@ def test_reframe_cost_runs_both_settings_on_both_cases(tmp_path, capsys):
     assert results["portrait/on"]["reframed"] and not results["portrait/off"]["reframed"]
     assert not results["whole/on"]["reframed"]
     assert capsys.readouterr().out.count("| portrait |") == 2
+
+
+def test_detector_cost_runs_every_setting_on_every_picture(tmp_path, capsys):
+    out = tmp_path / "detector_cost.json"
+    detector_cost.main(detector_cost.get_args_parser().parse_args(
+        ["--iters", "1", "--warmup", "0", "--json", str(out)]))
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {f"{c}/{s}" for c in detector_cost.PICTURES
+                            for s in detector_cost.SETTINGS}
+    for key, row in results.items():
+        assert _positive_finite(row["total_ms_median"])
+        # Only the detector's settings detect; the old way answers one person at most.
+        assert (row["detect_ms_median"] > 0) == (not key.endswith("/no-detector"))
+        if key.endswith("/no-detector"):
+            assert row["persons"] == [1]
+    assert results["sports2d 1768x994/tiles"]["persons"] == [2]
+    assert capsys.readouterr().out.count("| sports2d 640x360 |") == 3
+
+
+def test_video_jitter_is_the_mean_joint_acceleration():
+    from tests.service.test_tracking import frame, person
+
+    # One track moving 0, 1, 3, 6 px to the right: accelerations 1 and 1 px; a second person
+    # seen in one frame only adds no triple.
+    xs = [0, 1, 3, 6]
+    tracked = []
+    for t, x in enumerate(xs):
+        people = [person(100 + x, 200)] + ([person(500, 200)] if t == 2 else [])
+        result = frame(*people)
+        result.persons[:] = [dataclasses.replace(p, track_id=i + 1)
+                             for i, p in enumerate(result.persons)]
+        tracked.append(result)
+    px, mm = video_tracking.jitter(tracked)
+    assert px == pytest.approx(1.0)
+    assert mm == pytest.approx(3.0)  # the test person's camera space is 3 mm per pixel
