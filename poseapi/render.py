@@ -196,6 +196,46 @@ def _bone(draw: ImageDraw.ImageDraw, a: np.ndarray, b: np.ndarray, colour: RGB, 
         draw.line([tuple(start), tuple(stop)], fill=UNSEEN, width=1)
 
 
+def _draw_people(draw: ImageDraw.ImageDraw, persons: list[ScenePerson], offset: np.ndarray,
+                 scale: np.ndarray, area: tuple[int, int], width: int, radius: int, font: Font,
+                 labels: list[str], colours: list[RGB]) -> None:
+    """Each person's box (labelled), bones and joints, at `offset + scale * pixel`; `area` is
+    the picture's drawn size, inside which the labels stay."""
+    for person, text, colour in zip(persons, labels, colours, strict=True):
+        bx, by, bw, bh = person.box
+        corners = offset + np.array([[bx, by], [bx + bw, by + bh]]) * scale
+        draw.rectangle(tuple(corners.reshape(-1)), outline=colour, width=max(1, width // 2))
+        # A detector's box may reach beyond the picture: the label stays inside it.
+        box = draw.textbbox((0, 0), text, font=font)
+        at = np.clip(corners[0] + 2, offset, offset + [area[0] - box[2] - 4,
+                                                       area[1] - box[3] - 4])
+        _label(draw, tuple(at), text, font, colour)
+        pts = offset + _joints(person, "pixels") * scale
+        seen = person.seen()
+        for child, parent in BONES:
+            _bone(draw, pts[child], pts[parent], side_colour(JOINT_NAMES[child]), width,
+                  bool(seen[child] and seen[parent]))
+        for j, (name, p) in enumerate(zip(JOINT_NAMES, pts, strict=True)):
+            if seen[j]:
+                _dot(draw, p, radius, side_colour(name))
+            else:
+                _ring(draw, p, radius)
+
+
+def draw_overlay(image: Image.Image, response: Scene, labels: list[str],
+                 colours: list[RGB]) -> Image.Image:
+    """The 2D skeletons drawn over `image` (RGB) at its own size, each person's box with its
+    label in its colour (a video's frames: labelled by track id). `image` may be a scaled copy
+    of the response's picture."""
+    out = image.convert("RGB")
+    scale = np.array([out.width / response.width, out.height / response.height])
+    size = max(out.width, out.height)
+    font = ImageFont.load_default(size=max(12, size // 60))
+    _draw_people(ImageDraw.Draw(out), response.persons, np.zeros(2), scale, out.size,
+                 max(2, size // 400), max(2, size // 300), font, labels, colours)
+    return out
+
+
 def _image_panel(image: Image.Image, response: Scene, size: int,
                  font: Font) -> Image.Image:
     """The image scaled to fit, centred, with every person's box and 2D skeleton."""
@@ -210,25 +250,11 @@ def _image_panel(image: Image.Image, response: Scene, size: int,
     to_panel = np.array([w, h]) / ref
     draw = ImageDraw.Draw(panel)
     width, radius = max(2, size // 170), max(2, size // 128)
-    for i, person in enumerate(response.persons):
-        colour = PERSON_COLOURS[i % len(PERSON_COLOURS)]
-        bx, by, bw, bh = person.box
-        corners = offset + np.array([[bx, by], [bx + bw, by + bh]]) * to_panel
-        draw.rectangle(tuple(corners.reshape(-1)), outline=colour, width=1)
-        # A detector's box may reach beyond the picture: the label stays inside the panel.
-        at = np.clip(corners[0] + 2, offset, offset + [w - 40, h - 14])
-        text = f"#{i}" if person.score is None else f"#{i} {person.score:.2f}"
-        _label(draw, tuple(at), text, font, colour)
-        pts = offset + _joints(person, "pixels") * to_panel  # (17, 2) panel pixels
-        seen = person.seen()
-        for child, parent in BONES:
-            _bone(draw, pts[child], pts[parent], side_colour(JOINT_NAMES[child]), width,
-                  bool(seen[child] and seen[parent]))
-        for j, (name, p) in enumerate(zip(JOINT_NAMES, pts, strict=True)):
-            if seen[j]:
-                _dot(draw, p, radius, side_colour(name))
-            else:
-                _ring(draw, p, radius)
+    labels = [f"#{i}" if p.score is None else f"#{i} {p.score:.2f}"
+              for i, p in enumerate(response.persons)]
+    colours = [PERSON_COLOURS[i % len(PERSON_COLOURS)] for i in range(len(response.persons))]
+    _draw_people(draw, response.persons, offset, to_panel, (w, h), width, radius, font,
+                 labels, colours)
     _label(draw, (4, 4), f"image {int(ref[0])}x{int(ref[1])}, "
            f"{len(response.persons)} person(s)", font)
     if not response.persons:

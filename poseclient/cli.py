@@ -19,6 +19,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -28,12 +29,13 @@ from typing import IO, Any
 
 from PIL import Image, UnidentifiedImageError
 
+from poseclient.draw import scene
 from poseclient.errors import BadInput, PoseClientError
 from poseclient.grpc import DEFAULT_TARGET, GrpcClient, Tracking
 from poseclient.options import Options, make_options
 from poseclient.rest import DEFAULT_URL, RestClient
 from poseclient.results import FrameError, ModelDescription, PredictResult
-from poseclient.video import Frame, open_video
+from poseclient.video import Frame, Mp4Writer, open_video
 from posecontract.geometry import Intrinsics
 from posecontract.skeleton import JOINT_NAMES
 
@@ -111,6 +113,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "install av)")
     _add_options(v)
     v.add_argument("--out", metavar="JSONL", help="where to write (default: stdout)")
+    v.add_argument("--mp4", metavar="FILE", help="also write the video with each person's "
+                   "skeleton, box and track id drawn (H.264; needs PyAV)")
+    v.add_argument("--mp4-width", type=int, metavar="PX",
+                   help="width of the --mp4 video (default: the input's)")
     t = v.add_argument_group("tracking", "Each person gets a track_id that follows them from "
                              "frame to frame; their joints are smoothed by a One Euro filter on "
                              "the video's own times (parameter defaults: the server's, "
@@ -300,6 +306,22 @@ def _model(args: argparse.Namespace, token: str | None, stdout: IO[str]) -> int:
     return 0
 
 
+def overlay_frame(frame: Frame, answer: PredictResult | FrameError) -> Image.Image:
+    """A video frame with its people drawn: skeletons, boxes and "id N" in a colour per track
+    (a failed frame: as it was)."""
+    from poseapi.render import PERSON_COLOURS, draw_overlay
+
+    image = Image.open(io.BytesIO(frame.jpeg)).convert("RGB")
+    if isinstance(answer, FrameError) or not answer.persons:
+        return image
+    labels, colours = [], []
+    for i, p in enumerate(answer.persons):
+        key = p.track_id if p.track_id is not None else i
+        labels.append(f"id {key}" if p.track_id is not None else f"#{i}")
+        colours.append(PERSON_COLOURS[(key - 1) % len(PERSON_COLOURS)])
+    return draw_overlay(image, scene(answer), labels, colours)
+
+
 def _video(args: argparse.Namespace, token: str | None, stdout: IO[str], stderr: IO[str]
            ) -> int:
     from tqdm import tqdm
@@ -324,6 +346,8 @@ def _video(args: argparse.Namespace, token: str | None, stdout: IO[str], stderr:
     failed = done = 0
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(args.out, "w")) if args.out else stdout
+        mp4 = stack.enter_context(Mp4Writer(args.mp4, video.size, video.rate or 30.0,
+                                            args.mp4_width)) if args.mp4 else None
         client = stack.enter_context(GrpcClient(args.grpc, token=token, timeout=args.timeout))
         bar = stack.enter_context(tqdm(total=video.count, unit="frame", desc=args.video.name,
                                        file=stderr))
@@ -332,6 +356,8 @@ def _video(args: argparse.Namespace, token: str | None, stdout: IO[str], stderr:
                                     root_depth_mm=options.root_depth_mm, tracking=tracking):
             frame = sent.popleft()
             record: dict[str, Any] = {"frame": frame.index, "time_s": frame.time_s}
+            if mp4 is not None:
+                mp4.write(overlay_frame(frame, answer))
             if isinstance(answer, FrameError):
                 failed += 1
                 record["error"] = {"code": answer.code, "message": answer.message,

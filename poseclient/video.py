@@ -35,6 +35,7 @@ class Video:
     count: int | None
     size: tuple[int, int]  # width, height
     reader: str  # "pillow" or "av"
+    rate: float | None = None  # frames per second, when the file says
 
 
 def open_video(path: str | Path) -> Video:
@@ -79,10 +80,52 @@ def _open_av(path: Path) -> Video:
         raise BadInput(f"{path} has no video stream")
     stream = container.streams.video[0]
     size = (stream.codec_context.width, stream.codec_context.height)
-    return Video(_av_frames(container, stream), stream.frames or None, size, "av")
+    rate = float(stream.average_rate) if stream.average_rate else None
+    return Video(_av_frames(container, stream), stream.frames or None, size, "av", rate)
 
 
 def _av_frames(container, stream) -> Iterator[Frame]:
     with container:
         for i, frame in enumerate(container.decode(stream)):
             yield Frame(i, frame.time, _jpeg(frame.to_image()))
+
+
+class Mp4Writer:
+    """Frames (PIL images) into an H.264 MP4 with PyAV, `width` pixels wide (height in
+    proportion; both even, as yuv420p needs), at `rate` frames per second."""
+
+    def __init__(self, path: str | Path, size: tuple[int, int], rate: float,
+                 width: int | None = None):
+        try:
+            import av
+        except ImportError:
+            raise BadInput("Writing an MP4 needs PyAV: pip install av") from None
+        w = width or size[0]
+        h = round(size[1] * w / size[0])
+        self.size = (max(2, w - w % 2), max(2, h - h % 2))
+        self._av = av
+        self._container = av.open(str(path), "w")
+        from fractions import Fraction
+
+        self._stream = self._container.add_stream(
+            "libx264", rate=Fraction(rate).limit_denominator(1001))
+        self._stream.width, self._stream.height = self.size
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": "28", "preset": "medium"}
+
+    def write(self, image: Image.Image) -> None:
+        frame = self._av.VideoFrame.from_image(
+            image.convert("RGB").resize(self.size, Image.Resampling.BILINEAR))
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -271,3 +271,24 @@ def test_video_smoothing_options_reach_the_server(server, tmp_path):
     status, out, err = margipose("video", tmp_path / "clip.gif", "--grpc", server.grpc_target,
                                  "--min-cutoff", "-1")
     assert status == 1 and "tracking.min_cutoff must be a positive frequency" in out
+
+
+def test_video_writes_an_mp4_with_the_skeletons_drawn(server, tmp_path):
+    av = pytest.importorskip("av", reason="PyAV is not installed (pip install av)")
+    write_mp4(tmp_path / "clip.mp4", frames=4, size=(96, 64))
+    status, out, err = margipose("video", tmp_path / "clip.mp4", "--grpc", server.grpc_target,
+                                 "--mp4", tmp_path / "drawn.mp4", "--mp4-width", "191")
+    assert status == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    with av.open(str(tmp_path / "drawn.mp4")) as container:
+        stream = container.streams.video[0]
+        # 191 wide becomes 190 (even, for yuv420p), the height in proportion (127 -> 126).
+        assert (stream.codec_context.width, stream.codec_context.height) == (190, 126)
+        assert float(stream.average_rate) == pytest.approx(10)  # the input's rate
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == len(lines) == 4
+    # The input is flat grey; each person's skeleton is drawn in colour over it.
+    for frame, line in zip(frames, lines, strict=True):
+        assert line["persons"]
+        spread = frame.astype(int).max(axis=2) - frame.astype(int).min(axis=2)
+        assert (spread > 60).sum() > 20  # coloured pixels: bones, joints and the label
