@@ -28,7 +28,14 @@ from typing import Any
 
 from PIL import Image
 
-from bench.report import describe_machine, machine_info, markdown_table, median_and_p90, write_json
+from bench.report import (
+    core_bench_parser,
+    describe_machine,
+    machine_info,
+    markdown_table,
+    median_and_p90,
+    write_json,
+)
 from service.backends import make_backend
 from service.core import PoseService
 from service.detector import make_detector
@@ -91,12 +98,7 @@ async def measure(repository: Path, iters: int, warmup: int) -> dict[str, Any]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repository", type=Path, default=Path("model_repository"))
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--json", type=Path)
-    return p
+    return core_bench_parser(__doc__, iters=20, warmup=2)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:

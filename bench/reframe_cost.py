@@ -22,7 +22,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from bench.report import describe_machine, machine_info, markdown_table, median_and_p90, write_json
+from bench.report import (
+    core_bench_parser,
+    describe_machine,
+    machine_info,
+    markdown_table,
+    median_and_p90,
+    write_json,
+)
 from service.backends import make_backend
 from service.core import PoseService
 from service.options import Box, PredictOptions
@@ -67,12 +74,7 @@ async def measure(repository: Path, iters: int, warmup: int) -> dict[str, Any]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repository", type=Path, default=Path("model_repository"))
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--json", type=Path)
-    return p
+    return core_bench_parser(__doc__, iters=30, warmup=3)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:

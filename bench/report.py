@@ -89,6 +89,17 @@ def add_common_args(p: argparse.ArgumentParser, warmup: int, warmup_help: str,
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
 
 
+def core_bench_parser(doc: str, iters: int, warmup: int) -> argparse.ArgumentParser:
+    """The flags of a benchmark through the serving core (in-process PoseServices on the
+    committed repository): repository, iterations, warm-up, JSON output."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--iters", type=int, default=iters)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--json", type=Path)
+    return p
+
+
 def apply_common_args(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the shared flags, set the torch thread count, and return the machine info."""
     if args.threads < 1 or args.iters < 1 or args.warmup < 0:

@@ -40,22 +40,13 @@ PHOTOS = ROOT / "data" / "photos"
 SCORES = {0: 0.9, 1: 0.7, 2: 0.3}
 
 
-class SquareDetector:
+class SquareDetector(BlobBackend):
     """A stand-in detector backend: in each window, one detection per colour channel with a
     bright square, its mid-hip keypoint at the square's centre and its full-body circle's
     radius half the square's side."""
 
-    kind = "fake"
-
     def __init__(self) -> None:
         self.calls: list[int] = []
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def ready(self) -> bool:
-        return True
 
     def info(self) -> ModelInfo:
         return ModelInfo("squares", "7")
