@@ -94,6 +94,36 @@ async def answer_frames(path: Path, repository: Path) -> tuple[list[PoseResult],
     return results, times, elapsed / max(len(results), 1)
 
 
+async def video_mode(path: Path, repository: Path, detect_every: int, smoothing: Smoothing
+                     ) -> tuple[list[PoseResult], float]:
+    """StreamPredict's video mode one frame after the other (service.tracking.VideoCrops, as
+    the servicer runs it): the tracked answers and the core's seconds per frame."""
+    from service.options import Box
+    from service.tracking import VideoCrops
+
+    settings = Settings(model_repository=repository, runtime="onnxruntime",
+                        max_batch_wait_ms=0)
+    service = PoseService(settings, make_backend(settings), detector=make_detector(settings))
+    await service.start()
+    tracker, crops, size, out = Tracker(), VideoCrops(detect_every), None, []
+    try:
+        start = time.perf_counter()
+        for frame in open_video(path).frames:
+            boxes = crops.boxes(tracker, *size) if size else None
+            options = PredictOptions(boxes=[Box(x=x, y=y, w=w, h=h) for x, y, w, h in boxes]) \
+                if boxes is not None else PredictOptions()
+            result = await service.predict(frame.jpeg, "image/jpeg", options,
+                                           "track" if boxes is not None else "request")
+            size = (result.width, result.height)
+            result = crops.answered(result, reused=boxes is not None)
+            t = frame.time_s if frame.time_s is not None else frame.index / 30
+            out.append(tracker.update(result, t, smoothing))
+        elapsed = time.perf_counter() - start
+    finally:
+        await service.stop()
+    return out, elapsed / max(len(out), 1)
+
+
 def track(results: list[PoseResult], times: list[float], smoothing: Smoothing
           ) -> list[PoseResult]:
     tracker = Tracker()
@@ -190,7 +220,9 @@ def stream_rate(paths: dict[str, Path], repository: Path, workdir: Path) -> dict
 
 def main() -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["tune", "measure", "stream"])
+    p.add_argument("command", choices=["tune", "measure", "stream", "video-mode"])
+    p.add_argument("--detect-every", type=int, nargs="+", default=[1, 3, 5, 10],
+                   help="video-mode: the settings compared")
     p.add_argument("--root", type=Path, default=ROOT / "build")
     p.add_argument("--cache", type=Path, default=ROOT / "build" / "wheels")
     p.add_argument("--repository", type=Path, default=ROOT / "model_repository")
@@ -200,6 +232,31 @@ def main() -> dict[str, Any]:
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     paths, labels = video_paths(args.cache), teacher(args.root)
+    if args.command == "video-mode":
+        rows, results = [], {}
+        for name in MEASURE_VIDEOS:
+            for n in args.detect_every:
+                tracked, seconds = asyncio.run(video_mode(paths[name], args.repository, n,
+                                                          Smoothing(enabled=False)))
+                s = summarise(tracked, name, labels)
+                s["frames_per_second_core"] = 1 / seconds
+                s["detector_frames"] = sum(
+                    any(p.box_source == "detector" for p in r.persons) or not r.persons
+                    for r in tracked)
+                results[f"{name}/{n}"] = s
+                rows.append([name, str(n), f"{1 / seconds:.2f}", str(s["detector_frames"]),
+                             f"{s['error_pct_of_height']:.2f}", f"{s['found']}/{s['labelled']}",
+                             str(s["track_ids"]), f"{s['jitter_px']:.2f}"])
+                print(rows[-1], flush=True)
+        info = machine_info()
+        print(describe_machine(info))
+        print(markdown_table(["video", "detect every", "frames/s (core)", "frames detected",
+                              "error % height", "teacher people found", "track ids",
+                              "jitter px"], rows, text_columns=2))
+        payload = {"machine": info, "command": "video-mode", "results": results}
+        if args.json:
+            write_json(args.json, payload)
+        return payload
     if args.command == "stream":
         rates = stream_rate(paths, args.repository, args.root / "bench-stream")
         payload = {"machine": machine_info(), "command": "stream", "results": rates}

@@ -62,8 +62,9 @@ class Heatmaps(BaseModel):
 class Person(BaseModel):
     box: Box = Field(description="the caller's box; for `detector`, the square whose crop "
                                  "(1.5 x its side, same centre) the detection gave")
-    box_source: Literal["request", "detector", "auto"] = Field(
+    box_source: Literal["request", "detector", "track", "auto"] = Field(
         description="`request`: the caller's box; `detector`: found by the person detector; "
+                    "`track`: gRPC video mode, around the joints of the frame before; "
                     "`auto`: a server without a detector found one person by a whole-image "
                     "pass")
     crop: dict = Field(description="crop centre (u, v) and side in original pixels: the crop "

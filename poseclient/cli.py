@@ -130,6 +130,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="cutoff of the speed estimate (server default 1)")
     t.add_argument("--max-missed", type=int, metavar="FRAMES",
                    help="frames a track survives without its person (server default 10)")
+    t.add_argument("--detect-every", type=int, metavar="N",
+                   help="video mode: the person detector every N frames (and when someone is "
+                        "lost), the crops between from the frame before (server default 1)")
     g = v.add_argument_group("where the model runs")
     g.add_argument("--grpc", metavar="HOST:PORT", default=DEFAULT_TARGET,
                    help=f"the service's gRPC API (default {DEFAULT_TARGET})")
@@ -341,7 +344,8 @@ def _video(args: argparse.Namespace, token: str | None, stdout: IO[str], stderr:
             unreadable.append(exc)
 
     tracking = Tracking(smooth=not args.no_smooth, min_cutoff=args.min_cutoff,
-                        beta=args.beta, d_cutoff=args.d_cutoff, max_missed=args.max_missed)
+                        beta=args.beta, d_cutoff=args.d_cutoff, max_missed=args.max_missed,
+                        detect_every=args.detect_every)
 
     failed = done = 0
     with contextlib.ExitStack() as stack:

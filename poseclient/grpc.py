@@ -65,10 +65,11 @@ class Tracking:
     beta: float | None = None
     d_cutoff: float | None = None
     max_missed: int | None = None
+    detect_every: int | None = None  # video mode: the detector every N frames (server: 1)
 
     def message(self) -> pose_pb2.Tracking:
         m = pose_pb2.Tracking()
-        for name in ("smooth", "min_cutoff", "beta", "d_cutoff", "max_missed"):
+        for name in ("smooth", "min_cutoff", "beta", "d_cutoff", "max_missed", "detect_every"):
             value = getattr(self, name)
             if value is not None:
                 setattr(m, name, value)

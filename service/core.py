@@ -107,9 +107,10 @@ class PoseService:
                                 parents=tuple(PARENTS), card=info.card, detector=detector)
 
     async def predict(self, data: bytes, content_type: str | None,
-                      options: PredictOptions) -> PoseResult:
-        """Estimate the pose of each requested person (or of the one person found)."""
-        return (await self._predict(data, content_type, options))[0]
+                      options: PredictOptions, box_source: str = "request") -> PoseResult:
+        """Estimate the pose of each requested person (or of the people found). `box_source`
+        names where `options.boxes` came from ("track": a stream's previous poses)."""
+        return (await self._predict(data, content_type, options, box_source))[0]
 
     async def render(self, data: bytes, content_type: str | None, options: PredictOptions,
                      joint: str) -> bytes:
@@ -125,8 +126,8 @@ class PoseService:
         return await asyncio.to_thread(render_pose_png, decoded.image, scene(result), joint,
                                        maps)
 
-    async def _predict(self, data: bytes, content_type: str | None, options: PredictOptions
-                       ) -> tuple[PoseResult, DecodedImage]:
+    async def _predict(self, data: bytes, content_type: str | None, options: PredictOptions,
+                       box_source: str = "request") -> tuple[PoseResult, DecodedImage]:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         timeout = self.settings.request_timeout_s
@@ -145,13 +146,14 @@ class PoseService:
             n_crops = 0
         reservation = self.batcher.reserve(n_crops, deadline, passes=1 if options.boxes else 2)
         try:
-            return await self._serve(data, content_type, options, deadline, start, reservation)
+            return await self._serve(data, content_type, options, deadline, start, reservation,
+                                     box_source)
         finally:
             reservation.release()
 
     async def _serve(self, data: bytes, content_type: str | None, options: PredictOptions,
-                     deadline: float, start: float, reservation: Reservation
-                     ) -> tuple[PoseResult, DecodedImage]:
+                     deadline: float, start: float, reservation: Reservation,
+                     box_source: str = "request") -> tuple[PoseResult, DecodedImage]:
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
@@ -167,7 +169,7 @@ class PoseService:
         intrinsics, k_source = self._intrinsics(options, decoded)
 
         if options.boxes:
-            boxes = [(Box(b.x, b.y, b.w, b.h), "request", None) for b in options.boxes]
+            boxes = [(Box(b.x, b.y, b.w, b.h), box_source, None) for b in options.boxes]
             crops = [_crop_around(intrinsics, b, decoded) for b in options.boxes]
             passes = await self._run(decoded, crops, deadline, timings, "model", reservation)
         elif self.detector is not None:

@@ -85,6 +85,7 @@ class Track:
     size: float
     speed: np.ndarray = field(default_factory=lambda: np.zeros(17))  # sizes per second
     missed: int = 0
+    visibility: np.ndarray | None = None  # (17,) the last frame's, when the model says
 
 
 class Tracker:
@@ -128,6 +129,7 @@ class Tracker:
                 track.pixels = smoothed.pose.pixels.astype(np.float64)
                 track.camera_mm = smoothed.pose.camera_mm.astype(np.float64)
                 track.size, track.t, track.missed = size, t, 0
+            track.visibility = pose.visibility
             matched.add(track.id)
             out.append(replace(smoothed, track_id=track.id))
         for track in self.tracks:
@@ -167,3 +169,60 @@ class Tracker:
         relative = camera - camera[ROOT]
         return replace(person, pose=replace(pose, pixels=pixels, camera_mm=camera,
                                             relative_mm=relative))
+
+
+def seen_box(pixels: np.ndarray, visibility: np.ndarray | None) -> tuple[float, float, float,
+                                                                         float]:
+    """The box (x, y, w, h) around a pose's joints: the seen ones (visibility >= 0.5) when the
+    model says which and at least three are, else all (as the core's auto-crop)."""
+    if visibility is not None and int((np.asarray(visibility) >= SEEN).sum()) >= 3:
+        pixels = pixels[np.asarray(visibility) >= SEEN]
+    lo, hi = pixels.min(axis=0), pixels.max(axis=0)
+    return (float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
+
+
+class VideoCrops:
+    """Video mode: where a stream's next frame finds its people (like MediaPipe's tracking of
+    the pose landmarks' region between detections).
+
+    The detector runs on the first frame, then every `detect_every` frames, and whenever a
+    person was lost; in between, each person's crop is placed around the joints their track
+    saw in the frame before (`seen_box`, cropped as a box of the request), which costs one pose
+    pass per person and no detection. A person whose reused crop shows fewer than three seen
+    joints has left it: they are dropped from that frame's answer and the next frame detects.
+    `detect_every` 1 is the detector on every frame.
+    """
+
+    def __init__(self, detect_every: int = 1):
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.detect_every = detect_every
+        self.since_detection: int | None = None  # frames since the detector last ran
+        self.detect_next = True
+
+    def boxes(self, tracker: Tracker, width: int, height: int
+              ) -> list[tuple[float, float, float, float]] | None:
+        """The boxes for the next frame (of the previous frame's `width` x `height`), or None
+        when it runs the detector."""
+        live = [t for t in tracker.tracks if t.missed == 0]
+        if (self.detect_next or not live or self.since_detection is None
+                or self.since_detection + 1 >= self.detect_every):
+            return None
+        boxes = [seen_box(t.pixels, t.visibility) for t in live]
+        # A box must be a box, and touch the picture (the core refuses others): else detect.
+        if any(w < 2 or h < 2 or x >= width or y >= height or x + w <= 0 or y + h <= 0
+               for x, y, w, h in boxes):
+            return None
+        return boxes
+
+    def answered(self, result: PoseResult, reused: bool) -> PoseResult:
+        """Record how the frame went; drop the people a reused crop lost."""
+        if not reused:
+            self.since_detection, self.detect_next = 0, False
+            return result
+        self.since_detection = (self.since_detection or 0) + 1
+        kept = [p for p in result.persons if p.pose.visibility is None
+                or int((np.asarray(p.pose.visibility) >= SEEN).sum()) >= 3]
+        if len(kept) < len(result.persons):
+            self.detect_next = True
+        return replace(result, persons=kept)

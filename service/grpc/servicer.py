@@ -32,9 +32,15 @@ from service.errors import InvalidRequest, ServiceError
 from service.gateway import REPLACED_HEADER, REPLACED_NOTE
 from service.gateway import request_id as call_id
 from service.grpc import encode
-from service.options import PredictOptions, parse_options
+from service.options import Box, PredictOptions, parse_options
 from service.results import PoseResult
-from service.tracking import DEFAULT_MAX_MISSED, SMOOTH_BY_DEFAULT, Smoothing, Tracker
+from service.tracking import (
+    DEFAULT_MAX_MISSED,
+    SMOOTH_BY_DEFAULT,
+    Smoothing,
+    Tracker,
+    VideoCrops,
+)
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
@@ -109,9 +115,23 @@ class FrameTracking:
     smoothing: Smoothing
     max_missed: int
     timestamp_s: float | None
+    detect_every: int = 1
+
+
+class _Stream:
+    """One StreamPredict call's state: its tracker, how many frames were answered (video mode
+    waits on it), the video mode's crops, the last picture's size."""
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+        self.answered = 0
+        self.answered_changed = asyncio.Condition()
+        self.crops: VideoCrops | None = None
+        self.size: tuple[int, int] | None = None
 
 
 MAX_MISSED_LIMIT = 1000
+MAX_DETECT_EVERY = 1000
 
 
 def tracking_from_request(request: pose_pb2.PredictRequest) -> FrameTracking:
@@ -134,7 +154,11 @@ def tracking_from_request(request: pose_pb2.PredictRequest) -> FrameTracking:
     timestamp = request.timestamp_s if request.HasField("timestamp_s") else None
     if timestamp is not None and not math.isfinite(timestamp):
         raise InvalidRequest(f"timestamp_s must be a finite number of seconds, got {timestamp}")
-    return FrameTracking(smoothing, max_missed, timestamp)
+    detect_every = t.detect_every if t.HasField("detect_every") else 1
+    if not 1 <= detect_every <= MAX_DETECT_EVERY:
+        raise InvalidRequest(f"tracking.detect_every must be 1 to {MAX_DETECT_EVERY} frames, "
+                             f"got {detect_every}")
+    return FrameTracking(smoothing, max_missed, timestamp, detect_every)
 
 
 Metadata = tuple[tuple[str, str], ...]
@@ -208,19 +232,23 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
             await context.abort(exc.grpc_code, exc.message)
         window = asyncio.Semaphore(STREAM_WINDOW)
         frames: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()  # None: no more frames
+        # The stream's people, followed from answer to answer in order (service.tracking);
+        # it goes with the call: a client that leaves frees it.
+        stream = _Stream(Tracker())
+        tracker = stream.tracker
 
         async def read() -> None:
             try:
+                index = 0
                 async for request in requests:
                     await window.acquire()
-                    frames.put_nowait(asyncio.create_task(self._frame(request, call)))
+                    frames.put_nowait(asyncio.create_task(
+                        self._frame(request, call, stream, index)))
+                    index += 1
             finally:
                 frames.put_nowait(None)
 
         reader = asyncio.create_task(read())
-        # The stream's people, followed from answer to answer in order (service.tracking);
-        # it goes with the call: a client that leaves frees it.
-        tracker = Tracker()
         metrics = self.gateway.metrics
         metrics.streams.inc()
         try:
@@ -230,6 +258,9 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
                 before = len(tracker.tracks)
                 response = self._track(tracker, *answer)
                 metrics.tracks.inc(len(tracker.tracks) - before)
+                async with stream.answered_changed:
+                    stream.answered += 1
+                    stream.answered_changed.notify_all()
                 yield response
             await reader  # a failure to read the stream fails the call
         finally:
@@ -267,8 +298,8 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
             context.set_trailing_metadata(_id_metadata(request_id, replaced))
         return answer
 
-    async def _frame(self, request: pose_pb2.PredictRequest, call: _Call
-                     ) -> tuple[str, PoseResult | ServiceError, FrameTracking | None]:
+    async def _frame(self, request: pose_pb2.PredictRequest, call: _Call, stream: _Stream,
+                     index: int) -> tuple[str, PoseResult | ServiceError, FrameTracking | None]:
         """One StreamPredict frame: its result (and how to track it), or its error."""
         request_id, _ = _request_id(request.request_id, None)
         try:
@@ -277,9 +308,26 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
                 if isinstance(request, Undecodable):
                     raise request.error
                 tracking = tracking_from_request(request)
-                return request_id, await self._result(request, None), tracking
+                if tracking.detect_every == 1 or len(request.boxes):
+                    return request_id, await self._result(request, None), tracking
+                return request_id, await self._video_frame(request, stream, index,
+                                                           tracking), tracking
         except ServiceError as exc:
             return request_id, exc, None
+
+    async def _video_frame(self, request: pose_pb2.PredictRequest, stream: _Stream, index: int,
+                           tracking: FrameTracking) -> PoseResult:
+        """Video mode (`tracking.detect_every` > 1): the frame waits for the one before to be
+        answered and tracked, then runs the detector or the previous poses' crops
+        (`service.tracking.VideoCrops`)."""
+        async with stream.answered_changed:
+            await stream.answered_changed.wait_for(lambda: stream.answered >= index)
+        if stream.crops is None or stream.crops.detect_every != tracking.detect_every:
+            stream.crops = VideoCrops(tracking.detect_every)
+        boxes = stream.crops.boxes(stream.tracker, *stream.size) if stream.size else None
+        result = await self._result(request, None, boxes)
+        stream.size = (result.width, result.height)
+        return stream.crops.answered(result, reused=boxes is not None)
 
     def _track(self, tracker: Tracker, request_id: str, outcome: PoseResult | ServiceError,
                tracking: FrameTracking | None) -> pose_pb2.PredictResponse:
@@ -297,13 +345,20 @@ class PoseServicer(pose_pb2_grpc.PoseServiceServicer):
             raise request.error
         return encode.predict_response(await self._result(request, time_remaining), request_id)
 
-    async def _result(self, request: pose_pb2.PredictRequest, time_remaining: float | None
+    async def _result(self, request: pose_pb2.PredictRequest, time_remaining: float | None,
+                      track_boxes: list[tuple[float, float, float, float]] | None = None
                       ) -> PoseResult:
         options = options_from_request(request)
         if options.timeout_s is None and time_remaining is not None:
             # The call's gRPC deadline becomes the core's (which drops work nobody waits for).
             options = options.model_copy(update={"timeout_s": max(time_remaining, 1e-3)})
-        result = await self.service.predict(request.image, request.content_type or None, options)
+        source = "request"
+        if track_boxes is not None:  # video mode: the crops of the stream's previous poses
+            options = options.model_copy(update={"boxes": [
+                Box(x=x, y=y, w=w, h=h) for x, y, w, h in track_boxes]})
+            source = "track"
+        result = await self.service.predict(request.image, request.content_type or None, options,
+                                            source)
         self.gateway.observer.result(result)
         return result
 

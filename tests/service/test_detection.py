@@ -337,3 +337,25 @@ def test_a_client_that_leaves_mid_stream_frees_its_tracks(server):
         time.sleep(0.1)
     assert _gauge(server, "margipose_tracks") == 0
     assert _gauge(server, "margipose_open_streams") == 0
+
+
+def test_video_mode_runs_the_detector_every_n_frames_and_tracks_between(server):
+    frames = _shifted_frames(8)
+    requests = []
+    for i, f in enumerate(frames):
+        r = pose_pb2.PredictRequest(image=f, timestamp_s=i / 30)
+        r.tracking.detect_every = 4
+        requests.append(r)
+    bad = pose_pb2.PredictRequest(image=frames[0])
+    bad.tracking.detect_every = 0
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pose_pb2_grpc.PoseServiceStub(channel)
+        answers = list(stub.StreamPredict(iter(requests), timeout=120))
+        refused = list(stub.StreamPredict(iter([bad]), timeout=60))
+    sources = [sorted({p.box_source for p in a.persons}) for a in answers]
+    assert sources == [["detector"], ["track"], ["track"], ["track"],
+                       ["detector"], ["track"], ["track"], ["track"]]
+    assert all(sorted(p.track_id for p in a.persons) == [1, 2] for a in answers)
+    assert all("detect" not in a.timings_ms for a, s in zip(answers, sources, strict=True)
+               if s == ["track"])
+    assert "tracking.detect_every must be 1 to 1000" in refused[0].error.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from posecontract.geometry import Intrinsics
 from posecontract.skeleton import NUM_JOINTS, ROOT
 from service.postprocess import PersonPose
 from service.results import Box, ModelInfo, PersonResult, PoseResult
-from service.tracking import Smoothing, Tracker, alpha, joint_size
+from service.tracking import Smoothing, Tracker, VideoCrops, alpha, joint_size
 
 # A person: 17 joints spread over a 100 x 200 pixel box around (cx, cy), camera space at 3 m.
 OFFSETS = np.stack([np.linspace(-50, 50, NUM_JOINTS), np.linspace(-100, 100, NUM_JOINTS)], 1)
@@ -134,3 +135,29 @@ def test_bad_smoothing_parameters_are_named():
         Smoothing(d_cutoff=float("nan")).check()
     with pytest.raises(ValueError, match="max_missed"):
         Tracker(max_missed=-1)
+
+
+def test_video_crops_detect_every_n_frames_and_after_a_loss():
+    tracker, crops = Tracker(), VideoCrops(detect_every=3)
+    plan = []
+    for i in range(7):
+        boxes = crops.boxes(tracker, 640, 480)
+        plan.append("detect" if boxes is None else len(boxes))
+        people = [person(100 + i, 200), person(400, 200)]
+        if i == 4:  # the second person's reused crop shows nobody: fewer than 3 seen joints
+            gone = dataclasses.replace(people[1].pose, visibility=np.zeros(NUM_JOINTS))
+            people[1] = dataclasses.replace(people[1], pose=gone)
+        result = crops.answered(frame(*people), reused=boxes is not None)
+        tracker.update(result, smoothing=OFF)
+        if i == 4:
+            assert len(result.persons) == 1  # dropped from the answer
+    # Frames 0 and 3 detect (every 3), 4 reuses and loses someone, so 5 detects again.
+    assert plan == ["detect", 2, 2, "detect", 2, "detect", 2]
+    # A box the picture does not hold sends the frame to the detector.
+    far = Tracker()
+    far.update(frame(person(2000, 200)), smoothing=OFF)
+    c = VideoCrops(detect_every=5)
+    c.answered(frame(), reused=False)
+    assert c.boxes(far, 640, 480) is None
+    with pytest.raises(ValueError, match="detect_every"):
+        VideoCrops(detect_every=0)

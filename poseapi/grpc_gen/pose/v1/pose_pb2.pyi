@@ -66,18 +66,20 @@ class PredictRequest(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., content_type: _Optional[str] = ..., boxes: _Optional[_Iterable[_Union[Box, _Mapping]]] = ..., intrinsics: _Optional[_Union[CameraIntrinsics, _Mapping]] = ..., root_depth_mm: _Optional[float] = ..., heatmaps: _Optional[_Union[HeatmapFormat, str]] = ..., timeout_s: _Optional[float] = ..., request_id: _Optional[str] = ..., tracking: _Optional[_Union[Tracking, _Mapping]] = ..., timestamp_s: _Optional[float] = ...) -> None: ...
 
 class Tracking(_message.Message):
-    __slots__ = ("smooth", "min_cutoff", "beta", "d_cutoff", "max_missed")
+    __slots__ = ("smooth", "min_cutoff", "beta", "d_cutoff", "max_missed", "detect_every")
     SMOOTH_FIELD_NUMBER: _ClassVar[int]
     MIN_CUTOFF_FIELD_NUMBER: _ClassVar[int]
     BETA_FIELD_NUMBER: _ClassVar[int]
     D_CUTOFF_FIELD_NUMBER: _ClassVar[int]
     MAX_MISSED_FIELD_NUMBER: _ClassVar[int]
+    DETECT_EVERY_FIELD_NUMBER: _ClassVar[int]
     smooth: bool
     min_cutoff: float
     beta: float
     d_cutoff: float
     max_missed: int
-    def __init__(self, smooth: _Optional[bool] = ..., min_cutoff: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff: _Optional[float] = ..., max_missed: _Optional[int] = ...) -> None: ...
+    detect_every: int
+    def __init__(self, smooth: _Optional[bool] = ..., min_cutoff: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff: _Optional[float] = ..., max_missed: _Optional[int] = ..., detect_every: _Optional[int] = ...) -> None: ...
 
 class Vec2(_message.Message):
     __slots__ = ("x", "y")
