@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
 
 import grpc
@@ -359,3 +360,20 @@ def test_video_mode_runs_the_detector_every_n_frames_and_tracks_between(server):
     assert all("detect" not in a.timings_ms for a, s in zip(answers, sources, strict=True)
                if s == ["track"])
     assert "tracking.detect_every must be 1 to 1000" in refused[0].error.message
+
+
+def test_the_demo_page_says_the_detector_found_them_and_draws_their_scores(server):
+    from tests.service.test_demo_page import _chrome, _wait_done
+
+    browser = _chrome()
+    try:
+        browser.get(server.url + "/")
+        browser.find_element("id", "file").send_keys(str(PHOTOS / "sports2d_frame075.jpg"))
+        _wait_done(browser, timeout=120)
+        status = browser.find_element("id", "status").text
+        assert status.startswith("2 persons found by the person detector"), status
+        shown = json.loads(browser.find_element("id", "json").get_attribute("textContent"))
+        assert [p["box_source"] for p in shown["persons"]] == ["detector", "detector"]
+        assert all(p["detection_score"] >= 0.6 for p in shown["persons"])
+    finally:
+        browser.quit()
