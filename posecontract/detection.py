@@ -301,6 +301,23 @@ def detection_crop(detection: Detection, centre_along: float | None = None,
     return (float(centre[0]), float(centre[1])), float(per * detection.body_radius)
 
 
+def window_batch(image: Image.Image, width: int, height: int, source_scale: float = 1.0,
+                 tiles: bool = True) -> tuple[list[Letterbox], np.ndarray]:
+    """The windows of a `width` x `height` picture (`windows`) and the detector's input for
+    each, (n, 3, 224, 224) uint8, rendered from `image` (decoded at `source_scale`)."""
+    views = windows(width, height, tiles)
+    return views, np.stack([w.render(image, source_scale) for w in views])
+
+
+def people_in_windows(boxes: np.ndarray, scores: np.ndarray, views: list[Letterbox],
+           min_score: float = DEFAULT_MIN_SCORE, max_detections: int | None = None
+           ) -> list[Detection]:
+    """The exported detector's outputs for the windows `views` ((n, 2254, 12), (n, 2254)) ->
+    the people of the picture, best first: each window's detections, merged across windows."""
+    return merge_windows([detections(boxes[i], scores[i], w, min_score)
+                          for i, w in enumerate(views)], max_detections)
+
+
 def merge_windows(found: list[list[Detection]], max_detections: int | None = None,
                   distance: float = MERGE_DISTANCE) -> list[Detection]:
     """One list of people from the windows' detections (each list already suppressed): best

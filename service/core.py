@@ -28,7 +28,7 @@ from service.detector import PersonDetector
 from service.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded
 from service.imaging import DecodedImage, crop_for_model, decode_image
 from service.options import PredictOptions, check_options, check_timeout
-from service.postprocess import SEEN, PersonPose, person_pose
+from service.postprocess import SEEN, PersonPose, person_pose, seen_joints
 from service.results import Box, ModelDescription, ModelInfo, PersonResult, PoseResult
 from service.settings import Settings
 
@@ -328,12 +328,8 @@ def _crop_around(intrinsics: Intrinsics, box: Box, decoded: DecodedImage) -> Cro
 
 
 def _joint_box(pixels: np.ndarray, visibility: np.ndarray | None = None) -> Box:
-    """The tight box around 2D joints (17, 2): the seen ones (visibility >= 0.5) when the model
-    says which, and at least three of them; else all."""
-    if visibility is not None:
-        seen = np.asarray(visibility) >= SEEN
-        if int(seen.sum()) >= 3:
-            pixels = pixels[seen]
+    """The tight box around 2D joints (17, 2): the seen ones (`seen_joints`)."""
+    pixels = seen_joints(pixels, visibility)
     lo, hi = pixels.min(axis=0), pixels.max(axis=0)
     return Box(x=float(lo[0]), y=float(lo[1]), w=float(hi[0] - lo[0]), h=float(hi[1] - lo[1]))
 

@@ -4,8 +4,8 @@ The detector is a second exported model (`model_repository/person-detector`, see
 `posecontract.detection`) on a backend of its own: in-process with the pose model's runtime
 (`LocalBackend`, its own inference thread) or the same Triton server's second model
 (`TritonBackend`). Its own batcher groups the windows of concurrent requests (one image is the
-whole picture and, when it is elongated, up to three squares), bounds its queue (429 beyond) and
-honours deadlines, like the pose model's.
+whole picture and, when it is elongated, squares along it: three for a 16:9 frame), bounds its
+queue (429 beyond) and honours deadlines, like the pose model's.
 
 `PersonDetector.find` renders the windows, runs them and turns the outputs into people
 (threshold, weighted NMS per window, letterbox removal, cross-window merge), best first, at most
@@ -24,9 +24,8 @@ from posecontract.detection import (
     DETECTOR_SERVING,
     Detection,
     detection_box,
-    detections,
-    merge_windows,
-    windows,
+    people_in_windows,
+    window_batch,
 )
 from service.backends.base import Backend, ModelInfo
 from service.batching import Batcher
@@ -78,8 +77,8 @@ class PersonDetector:
 
     def inputs(self, decoded: DecodedImage) -> tuple[list, np.ndarray]:
         """The windows of `decoded` and the detector's input for each (CPU work)."""
-        views = windows(decoded.width, decoded.height, self.tiles)
-        return views, np.stack([w.render(decoded.image, decoded.scale) for w in views])
+        return window_batch(decoded.image, decoded.width, decoded.height, decoded.scale,
+                            self.tiles)
 
     def box(self, detection: Detection, width: int, height: int
             ) -> tuple[float, float, float, float]:
@@ -93,9 +92,7 @@ class PersonDetector:
             raise DeadlineExceeded("The request deadline passed before person detection")
         outputs = await self.batcher.submit(images, deadline)
         score = self.min_score if min_score is None else min_score
-        found = [detections(outputs["boxes"][i], outputs["scores"][i], w, score)
-                 for i, w in enumerate(views)]
-        return merge_windows(found, max_persons)
+        return people_in_windows(outputs["boxes"], outputs["scores"], views, score, max_persons)
 
 
 def make_detector(settings: Settings) -> PersonDetector | None:

@@ -102,6 +102,17 @@ class PersonPose:
     visibility: np.ndarray | None = None  # (17,) in-view probability; None: the model has none
 
 
+def seen_joints(pixels: np.ndarray, visibility: np.ndarray | None) -> np.ndarray:
+    """The rows of `pixels` (17, 2) the model says are seen (visibility >= SEEN), when it says
+    and at least three are; else all of them (what the auto-crop, video mode and the tracker's
+    person size look at)."""
+    if visibility is not None:
+        seen = np.asarray(visibility) >= SEEN
+        if int(seen.sum()) >= 3:
+            return pixels[seen]
+    return pixels
+
+
 def _to_camera(ndc: np.ndarray, crop: Crop, z_ref: float) -> np.ndarray:
     return uncrop_points(crop, denormalise(ndc, crop.camera, z_ref, crop.size, crop.size))
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from posecontract.skeleton import ROOT
-from service.postprocess import SEEN
+from service.postprocess import SEEN, seen_joints
 from service.results import PersonResult, PoseResult
 
 MATCH_MAX = 0.5  # largest matching cost: mean joint distance of half a person's size
@@ -70,8 +70,7 @@ def alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
 
 def joint_size(pixels: np.ndarray, visibility: np.ndarray | None) -> float:
     """A person's size in pixels: the mean of its (seen) joint box's width and height."""
-    if visibility is not None and int((np.asarray(visibility) >= SEEN).sum()) >= 3:
-        pixels = pixels[np.asarray(visibility) >= SEEN]
+    pixels = seen_joints(pixels, visibility)
     extent = pixels.max(axis=0) - pixels.min(axis=0)
     return max(float(extent.mean()), 1.0)
 
@@ -173,10 +172,8 @@ class Tracker:
 
 def seen_box(pixels: np.ndarray, visibility: np.ndarray | None) -> tuple[float, float, float,
                                                                          float]:
-    """The box (x, y, w, h) around a pose's joints: the seen ones (visibility >= 0.5) when the
-    model says which and at least three are, else all (as the core's auto-crop)."""
-    if visibility is not None and int((np.asarray(visibility) >= SEEN).sum()) >= 3:
-        pixels = pixels[np.asarray(visibility) >= SEEN]
+    """The box (x, y, w, h) around a pose's seen joints (`seen_joints`, as the auto-crop)."""
+    pixels = seen_joints(pixels, visibility)
     lo, hi = pixels.min(axis=0), pixels.max(axis=0)
     return (float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
 

@@ -34,9 +34,8 @@ from posecontract.detection import (
     DETECTOR_NAME,
     Detection,
     detection_crop,
-    detections,
-    merge_windows,
-    windows,
+    people_in_windows,
+    window_batch,
 )
 from posecontract.skeleton import JOINT_NAMES
 
@@ -71,10 +70,9 @@ class ExportedDetector:
 
     def detect(self, image: Image.Image, min_score: float, tiles: bool = True,
                max_detections: int | None = None) -> list[Detection]:
-        views = windows(image.width, image.height, tiles)
-        boxes, scores = self.run(np.stack([w.render(image) for w in views]))
-        found = [detections(boxes[i], scores[i], w, min_score) for i, w in enumerate(views)]
-        return merge_windows(found, max_detections)
+        views, batch = window_batch(image, image.width, image.height, tiles=tiles)
+        boxes, scores = self.run(batch)
+        return people_in_windows(boxes, scores, views, min_score, max_detections)
 
 
 @dataclass

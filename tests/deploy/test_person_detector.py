@@ -19,9 +19,8 @@ from posecontract.detection import (
     DETECTOR_NAME,
     DETECTOR_OUTPUTS,
     DETECTOR_SERVING,
-    detections,
-    merge_windows,
-    windows,
+    people_in_windows,
+    window_batch,
 )
 from posecontract.triton import onnx_model_name, render_config, render_onnx_config
 
@@ -82,8 +81,7 @@ def test_the_card_names_the_source_and_the_contract():
 
 def _windows_of(photo: str) -> tuple[list, np.ndarray]:
     image = Image.open(PHOTOS / photo).convert("RGB")
-    views = windows(image.width, image.height)
-    return views, np.stack([w.render(image) for w in views])
+    return window_batch(image, image.width, image.height)
 
 
 def _relative(a, b) -> float:
@@ -115,11 +113,10 @@ def _find(photo: str, crop: tuple[int, int, int, int] | None = None):
     image = Image.open(PHOTOS / photo).convert("RGB")
     if crop:
         image = image.crop(crop)
-    views = windows(image.width, image.height)
+    views, batch = window_batch(image, image.width, image.height)
     with torch.inference_mode():
-        boxes, scores = module(torch.from_numpy(np.stack([w.render(image) for w in views])))
-    return merge_windows([detections(boxes[i].numpy(), scores[i].numpy(), w)
-                          for i, w in enumerate(views)])
+        boxes, scores = module(torch.from_numpy(batch))
+    return people_in_windows(boxes.numpy(), scores.numpy(), views)
 
 
 def test_both_people_of_a_sports2d_frame_are_found_at_their_hips():

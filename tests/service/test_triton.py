@@ -29,7 +29,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import model_config_pb2
 
 from deploy.triton_server import TritonServer, missing_reason
-from posecontract.detection import DETECTOR_CONTRACT, DETECTOR_NAME, windows, write_detector_twin
+from posecontract.detection import (
+    DETECTOR_CONTRACT,
+    DETECTOR_NAME,
+    window_batch,
+    write_detector_twin,
+)
 from posecontract.layout import INPUT
 from posecontract.torchscript import float16_constants
 from posecontract.triton import (
@@ -470,7 +475,7 @@ def test_the_detector_on_triton_computes_what_the_embedded_one_does(triton):
     from PIL import Image
 
     image = Image.open(PHOTO).convert("RGB")
-    batch = np.stack([w.render(image) for w in windows(image.width, image.height)])
+    _, batch = window_batch(image, image.width, image.height)
 
     async def both() -> tuple[dict, dict]:
         local = LocalBackend(PRODUCTION, DETECTOR_NAME, runtime="onnxruntime", threads=1,
