@@ -306,10 +306,13 @@ def test_smoothing_can_be_turned_off_and_predict_has_no_track_ids(server):
     # Unsmoothed, a stream's frame is Predict's answer; smoothed, later frames differ.
     pixels = lambda m: np.array([[j.pixel.x, j.pixel.y] for p in sorted(  # noqa: E731
         m.persons, key=lambda p: p.crop.centre.x) for j in p.joints])
-    np.testing.assert_allclose(pixels(raw[2]), pixels(single), atol=1e-6)
-    np.testing.assert_allclose(pixels(default[2]), pixels(single), atol=1e-6)
-    np.testing.assert_allclose(pixels(smoothed[0]), pixels(raw[0]), atol=1e-6)
-    assert np.abs(pixels(smoothed[2]) - pixels(raw[2])).max() > 0.01
+    # Frames of a stream may share the detector's and the pose model's batches with others:
+    # equal up to float32 rounding through the crops (0.1 px, as tests/poseclient/test_grpc.py);
+    # smoothing moves the third frame's joints by ~3 px here (the 4 px/frame pan lags).
+    np.testing.assert_allclose(pixels(raw[2]), pixels(single), atol=0.1)
+    np.testing.assert_allclose(pixels(default[2]), pixels(single), atol=0.1)
+    np.testing.assert_allclose(pixels(smoothed[0]), pixels(raw[0]), atol=0.1)
+    assert np.abs(pixels(smoothed[2]) - pixels(raw[2])).max() > 1.0
     assert not any(p.HasField("track_id") for p in single.persons)
 
 
