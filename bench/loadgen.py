@@ -229,25 +229,72 @@ async def closed_loop(send: Sender, payloads: Sequence[Payload], concurrency: in
     return result
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request of an open loop: its scheduled start and its end (time.perf_counter), and its
+    status ("200"/"OK" for success). For runs cut into phases after the fact."""
+
+    started: float
+    ended: float
+    status: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("200", "OK")
+
+
 async def open_loop(send: Sender, payloads: Sequence[Payload], rate: float,
-                    duration_s: float) -> LevelResult:
-    """Start requests at `rate` per second for `duration_s`; latency from the scheduled start."""
+                    duration_s: float, *, stop: asyncio.Event | None = None,
+                    on_result: Callable[[RequestRecord], None] | None = None) -> LevelResult:
+    """Start requests at `rate` per second for `duration_s`; latency from the scheduled start.
+
+    `stop`, when set, ends the schedule early (`duration_s` may then be `math.inf`: run until
+    it is set); `on_result` is told each request's `RequestRecord` as it ends. Requests are
+    started as their time comes, not created up front, so a long run costs no memory ahead."""
     if rate <= 0:
         raise ValueError(f"--rate must be positive, got {rate}")
     result = LevelResult("open", rate, duration_s)
     began = time.perf_counter()
-    count = max(1, int(rate * duration_s))
+    count = max(1, int(rate * duration_s)) if math.isfinite(duration_s) else None
 
-    async def one(i: int) -> None:
-        scheduled = began + i / rate
-        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+    async def one(i: int, scheduled: float) -> None:
         status, persons = await send(payloads[i % len(payloads)])
+        ended = time.perf_counter()
         result.statuses[status] += 1
         if status in ("200", "OK"):
-            result.latencies_s.append(time.perf_counter() - scheduled)
+            result.latencies_s.append(ended - scheduled)
             result.persons += persons
+        if on_result is not None:
+            on_result(RequestRecord(scheduled, ended, status))
 
-    await asyncio.gather(*(one(i) for i in range(count)))
+    tasks: set[asyncio.Task[None]] = set()
+    failed: list[BaseException] = []  # a sender's bug still surfaces, as with one gather
+
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            failed.append(task.exception())
+
+    i = 0
+    while (count is None or i < count) and not (stop is not None and stop.is_set()):
+        scheduled = began + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    break  # stopped before this request's time
+                except TimeoutError:
+                    pass
+        task = asyncio.create_task(one(i, scheduled))
+        tasks.add(task)
+        task.add_done_callback(done)
+        i += 1
+    await asyncio.gather(*tasks)
+    if failed:
+        raise failed[0]
     # Throughput over the whole run, including the tail that drained after the schedule ended.
     result.duration_s = time.perf_counter() - began
     return result

@@ -6,6 +6,7 @@ import asyncio
 import io
 import itertools
 import json
+import math
 from pathlib import Path
 
 import grpc
@@ -103,6 +104,26 @@ def test_levels_summarise_latency_and_errors():
 
     opened = asyncio.run(loadgen.open_loop(flaky, payloads, 40, 0.5)).summary()
     assert opened["requests"] == 20  # the schedule, whatever the answers
+
+
+def test_open_loop_runs_until_stopped_and_reports_each_request():
+    async def slow(p: loadgen.Payload) -> tuple[str, int]:
+        await asyncio.sleep(0.05)
+        return "OK", 1
+
+    records: list[loadgen.RequestRecord] = []
+
+    async def run() -> loadgen.LevelResult:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.3, stop.set)
+        return await loadgen.open_loop(slow, loadgen.load_payloads(PHOTOS[:1]), 50, math.inf,
+                                       stop=stop, on_result=records.append)
+
+    result = asyncio.run(run())
+    # About 0.3 s at 50/s; every one started was waited for and reported.
+    assert 10 <= len(records) <= 20 and sum(result.statuses.values()) == len(records)
+    assert all(r.ok and r.ended - r.started >= 0.05 for r in records)
+    assert [r.started for r in records] == sorted(r.started for r in records)
 
 
 @pytest.fixture(scope="module")
