@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parents[1] / "static"  # the demo page: index.html, app.js, style.css
+# Probe and scrape paths; deploy/k8s's probes and ServiceMonitor are checked against these.
+LIVE_PATH = "/health/live"
+READY_PATH = "/health/ready"
+METRICS_PATH = "/metrics"
 # Requests that are work for the model: in flight while they run (a scrape of /metrics is not).
 API_PREFIXES = ("/v1/", "/predict")
 
@@ -125,9 +129,9 @@ def _routes() -> APIRouter:
                      include_in_schema=False)
     v1.add_api_route("/v1/model", model, methods=["GET"],
                      summary="The served model: skeleton, input size, name, version")
-    v1.add_api_route("/health/live", live, methods=["GET"])
-    v1.add_api_route("/health/ready", ready, methods=["GET"])
-    v1.add_api_route("/metrics", prometheus, methods=["GET"], include_in_schema=False)
+    v1.add_api_route(LIVE_PATH, live, methods=["GET"])
+    v1.add_api_route(READY_PATH, ready, methods=["GET"])
+    v1.add_api_route(METRICS_PATH, prometheus, methods=["GET"], include_in_schema=False)
     v1.add_api_route("/", demo, methods=["GET"], include_in_schema=False)
     return v1
 

@@ -26,6 +26,7 @@ import yaml
 
 from deploy.stack import PROMETHEUS_CONFIG, ROOT, Stack, write_prometheus_dir
 from deploy.triton_server import missing_reason
+from posecontract.triton import TRITON_PORTS
 from tests.conftest import MODEL_NAME
 from tests.service.conftest import jpeg_bytes
 
@@ -45,7 +46,8 @@ def test_compose_file_wires_the_services():
     assert triton["image"].startswith("nvcr.io/nvidia/tritonserver:")
     assert "--model-repository=/models" in triton["command"]
     assert "./model_repository:/models:ro" in triton["volumes"]
-    assert {p.split(":")[-1] for p in triton["ports"]} >= {"8000", "8001", "8002"}
+    assert {p.split(":")[-1].split()[0] for p in triton["ports"]} >= \
+        {str(port) for port in TRITON_PORTS.values()}
     (device,) = triton["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert "shm_size" in triton
@@ -111,8 +113,15 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus():
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
     dashboard = json.loads((GRAFANA / "dashboards" / "margipose.json").read_text())
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    # Every panel and query reads the `datasource` variable: the compose datasource (the
+    # default one) there, whichever Prometheus a cluster's Grafana has in Kubernetes.
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["type"] == "datasource" and variable["query"] == source["type"]
+    assert source["isDefault"] is True
     for panel in dashboard["panels"]:
-        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        for item in (panel, *panel["targets"]):
+            assert item["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, \
+                panel["title"]
     titles = {title for title, _ in dashboard_queries()}
     assert {"Throughput", "Request latency", "Batch size", "Queues", "GPU"} <= titles
 
@@ -251,3 +260,36 @@ def test_dashboard_queries_run_on_the_stack_prometheus(stack: Stack):
         for metric in re.findall(r"\b((?:margipose|nv)_[a-z_]+)\b", expr):
             if not GPU_ONLY.match(metric):
                 assert metric in names, f"{title}: {metric} is exported by nothing in the stack"
+
+
+def test_prometheus_adapter_rules_run_on_the_stack_prometheus(stack: Stack):
+    """deploy/k8s's autoscaler metrics: each adapter rule's series exist and its metricsQuery
+    evaluates to a per-target value, with the adapter's template filled in as it would be
+    (label matchers and grouping by pod there; by instance here, where there are no pods)."""
+    from deploy.k8s_check import CLUSTER_MONITORING, render
+
+    with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
+        for seed in range(3):
+            r = client.post("/v1/predict", content=jpeg_bytes(seed=seed),
+                            headers={"Content-Type": "image/jpeg"},
+                            params={"boxes": json.dumps([[100, 50, 80, 120]])})
+            assert r.status_code == 200, r.text
+    (config,) = [o for o in render(CLUSTER_MONITORING)
+                 if o["metadata"]["name"] == "margipose-prometheus-adapter"]
+    rules = yaml.safe_load(config["data"]["config.yaml"])["rules"]
+    deadline = time.monotonic() + SCRAPE_WAIT_S
+    for rule in rules:
+        series = re.fullmatch(r'(\w+)\{namespace!="",pod!=""\}', rule["seriesQuery"]).group(1)
+        promql = (rule["metricsQuery"].replace("<<.Series>>", series)
+                  .replace("<<.LabelMatchers>>", 'job=~".+"').replace("<<.GroupBy>>", "instance"))
+        while True:
+            r = httpx.get(stack.prometheus_url + "/api/v1/query", params={"query": promql},
+                          timeout=5)
+            assert r.status_code == 200 and r.json()["status"] == "success", (promql, r.text)
+            result = r.json()["data"]["result"]
+            if result or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert len(result) == 1, (rule["name"]["as"], promql, result)
+        value = float(result[0]["value"][1])
+        assert 0 <= value < 60_000, (rule["name"]["as"], value)  # queue items or ms

