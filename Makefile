@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test serve proto summary export bench triton-env stack synthetic-asset synthetic-sheet blazepose-env bench-blazepose badinput blazepose-models
+.PHONY: install test serve proto summary export bench triton-env stack rehearsal synthetic-asset synthetic-sheet blazepose-env bench-blazepose badinput blazepose-models
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,14 @@ synthetic-sheet: install
 # processes: the docker-compose.yml topology without Docker. Logs in build/stack/; Ctrl-C stops all.
 stack: install triton-env
 	$(BIN)/python -m deploy.stack --model-name $(MODEL)
+
+# Scale-out without a cluster (deploy/rehearsal.py): 3 gateways and 2 Tritons behind Debian's
+# HAProxy, balanced per request, under REST + gRPC load: steady, SIGKILL, rolling restart.
+# Logs in build/rehearsal/, results in bench/results/rehearsal/ (a few minutes).
+rehearsal: install triton-env
+	@command -v haproxy >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy; }
+	$(BIN)/python -m deploy.rehearsal --model-name $(MODEL)
 
 # MediaPipe BlazePose, the peer model and 2D teacher (peers/): its own venv, as it pins numpy<2.
 BLAZEPOSE_VENV ?= .venv-mediapipe
