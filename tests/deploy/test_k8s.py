@@ -9,6 +9,7 @@ that names them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -145,104 +146,89 @@ def test_the_autoscalers_metrics_are_the_services_and_the_adapters():
     assert "margipose_queue_depth" in exported
 
 
-@pytest.mark.parametrize(("text", "files", "message"), [
-    ("""\
-     patches:
-       - target: {kind: Deployment, name: margipose-triton-lb}
-         patch: '[{"op": "replace", "path": "/spec/replicas", "value": -1}]'
-     """, {}, "Deployment/margipose-triton-lb: spec.replicas is -1; must be an integer >= 1"),
-    ("""\
-     patches:
-       - target: {kind: Deployment, name: margipose-triton}
-         patch: '[{"op": "remove", "path": "/spec/template/spec/containers/0/image"}]'
-     """, {}, "Deployment/margipose-triton container triton: no image"),
-    ("""\
-     images:
-       - name: margipose/gateway
-         newTag: latest
-     """, {}, "image 'margipose/gateway:latest' has no fixed tag"),
-    ("""\
-     patches:
-       - target: {kind: HorizontalPodAutoscaler, name: margipose-gateway}
-         patch: '[{"op": "replace", "path": "/spec/minReplicas", "value": 0}]'
-     """, {}, "HorizontalPodAutoscaler/margipose-gateway: minReplicas 0"),
-    ("""\
-     patches:
-       - target: {kind: Deployment, name: margipose-gateway}
-         patch: '[{"op": "add", "path": "/spec/replicas", "value": 3}]'
-     """, {}, "spec.replicas is set (3) but a HorizontalPodAutoscaler owns the count"),
-    ("""\
-     configMapGenerator:
-       - name: margipose-gateway
-         behavior: merge
-         literals: [MARGIPOSE_GRPC_PRT=50052]
-     """, {}, "MARGIPOSE_GRPC_PRT is not a setting of the gateway"),
-    ("""\
-     configMapGenerator:
-       - name: margipose-gateway
-         behavior: merge
-         literals: [MARGIPOSE_GRPC_PORT=50052]
-     """, {}, "container port 'grpc' is 50051, but the gateway listens on 50052"),
-    ("""\
-     configMapGenerator:
-       - name: margipose-gateway
-         behavior: merge
-         literals: [MARGIPOSE_MAX_CONCURRENT_BATCHES=zero]
-     """, {}, "MARGIPOSE_MAX_CONCURRENT_BATCHES='zero': Input should be a valid integer"),
-    ("""\
-     configMapGenerator:
-       - name: margipose-gateway
-         behavior: merge
-         literals: [MARGIPOSE_SHUTDOWN_GRACE_S=60]
-     """, {}, "terminationGracePeriodSeconds 45 must exceed the preStop pause (5 s) + "
-              "MARGIPOSE_SHUTDOWN_GRACE_S (60 s)"),
-    ("""\
-     patches:
-       - path: probe.yaml
-     """, {"probe.yaml": """\
-     apiVersion: apps/v1
-     kind: Deployment
-     metadata: {name: margipose-gateway}
-     spec:
-       template:
-         spec:
-           containers:
-             - name: gateway
-               readinessProbe:
-                 httpGet: {path: /ready}
-     """}, "readinessProbe path '/ready'; the gateway serves /health/ready"),
-    ("""\
-     patches:
-       - target: {kind: Deployment, name: margipose-gateway}
-         patch: '[{"op": "remove", "path": "/spec/template/spec/containers/0/securityContext"}]'
-     """, {}, "securityContext.readOnlyRootFilesystem must be true"),
-    ("""\
-     patches:
-       - target: {kind: Deployment, name: margipose-gateway}
-         patch: '[{"op": "add", "path": "/spec/template/spec/containers/0/imagePulPolicy",
-                   "value": "Always"}]'
-     """, {}, "imagePulPolicy"),
-    ("""\
-     patches:
-       - target: {kind: HorizontalPodAutoscaler, name: margipose-triton}
-         patch: '[{"op": "replace", "path": "/spec/metrics/0/pods/metric/name",
-                   "value": "nv_queue"}]'
-     """, {}, "custom metric 'nv_queue' is not served by the Prometheus Adapter rules"),
-    ("""\
-     patches:
-       - target: {kind: ServiceMonitor, name: margipose-gateway}
-         patch: '[{"op": "add", "path": "/spec/endpoints/0/scrapeEvery", "value": "5s"}]'
-     """, {}, "scrapeEvery: unknown field"),
-    ("""\
-     patches:
-       - target: {kind: PodDisruptionBudget, name: margipose-triton}
-         patch: '[{"op": "replace", "path": "/spec/selector/matchLabels",
-                   "value": {"app.kubernetes.io/name": "triton"}}]'
-     """, {}, "Deployment/margipose-triton: no PodDisruptionBudget selects its pods"),
-], ids=["negative-replicas", "missing-image", "latest-image", "hpa-min-0", "replicas-beside-hpa",
-        "renamed-setting", "port-off-settings", "malformed-setting", "grace-too-short",
-        "probe-path", "security-context", "unknown-field", "unknown-metric",
-        "servicemonitor-field", "no-pdb"])
+def json_patch(kind: str, name: str, op: str, path: str, value: object = None) -> str:
+    """An overlay's `patches:` entry: one JSON-patch operation on one object of ours."""
+    operation = {"op": op, "path": path} | ({} if value is None else {"value": value})
+    return (f"patches:\n  - target: {{kind: {kind}, name: {name}}}\n"
+            f"    patch: '{json.dumps([operation])}'\n")
+
+
+def setting(literal: str) -> str:
+    """An overlay's merge of one MARGIPOSE_* variable into the gateway's ConfigMap."""
+    return ("configMapGenerator:\n  - name: margipose-gateway\n    behavior: merge\n"
+            f"    literals: [{literal}]\n")
+
+
+FIRST_CONTAINER = "/spec/template/spec/containers/0"
+PROBE_PATCH = """\
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: margipose-gateway}
+    spec:
+      template:
+        spec:
+          containers:
+            - name: gateway
+              readinessProbe:
+                httpGet: {path: /ready}
+    """
+MISTAKES = {  # id: (overlay text, its files, a message the check must give)
+    "negative-replicas": (
+        json_patch("Deployment", "margipose-triton-lb", "replace", "/spec/replicas", -1), {},
+        "Deployment/margipose-triton-lb: spec.replicas is -1; must be an integer >= 1"),
+    "missing-image": (
+        json_patch("Deployment", "margipose-triton", "remove", FIRST_CONTAINER + "/image"), {},
+        "Deployment/margipose-triton container triton: no image"),
+    "latest-image": (
+        "images:\n  - name: margipose/gateway\n    newTag: latest\n", {},
+        "image 'margipose/gateway:latest' has no fixed tag"),
+    "hpa-min-0": (
+        json_patch("HorizontalPodAutoscaler", "margipose-gateway", "replace", "/spec/minReplicas",
+                   0), {},
+        "HorizontalPodAutoscaler/margipose-gateway: minReplicas 0"),
+    "replicas-beside-hpa": (
+        json_patch("Deployment", "margipose-gateway", "add", "/spec/replicas", 3), {},
+        "spec.replicas is set (3) but a HorizontalPodAutoscaler owns the count"),
+    "renamed-setting": (
+        setting("MARGIPOSE_GRPC_PRT=50052"), {},
+        "MARGIPOSE_GRPC_PRT is not a setting of the gateway"),
+    "port-off-settings": (
+        setting("MARGIPOSE_GRPC_PORT=50052"), {},
+        "container port 'grpc' is 50051, but the gateway listens on 50052"),
+    "malformed-setting": (
+        setting("MARGIPOSE_MAX_CONCURRENT_BATCHES=zero"), {},
+        "MARGIPOSE_MAX_CONCURRENT_BATCHES='zero': Input should be a valid integer"),
+    "grace-too-short": (
+        setting("MARGIPOSE_SHUTDOWN_GRACE_S=60"), {},
+        "terminationGracePeriodSeconds 45 must exceed the preStop pause (5 s) + "
+        "MARGIPOSE_SHUTDOWN_GRACE_S (60 s)"),
+    "probe-path": (
+        "patches:\n  - path: probe.yaml\n", {"probe.yaml": PROBE_PATCH},
+        "readinessProbe path '/ready'; the gateway serves /health/ready"),
+    "security-context": (
+        json_patch("Deployment", "margipose-gateway", "remove",
+                   FIRST_CONTAINER + "/securityContext"), {},
+        "securityContext.readOnlyRootFilesystem must be true"),
+    "unknown-field": (
+        json_patch("Deployment", "margipose-gateway", "add",
+                   FIRST_CONTAINER + "/imagePulPolicy", "Always"), {},
+        "imagePulPolicy"),
+    "unknown-metric": (
+        json_patch("HorizontalPodAutoscaler", "margipose-triton", "replace",
+                   "/spec/metrics/0/pods/metric/name", "nv_queue"), {},
+        "custom metric 'nv_queue' is not served by the Prometheus Adapter rules"),
+    "servicemonitor-field": (
+        json_patch("ServiceMonitor", "margipose-gateway", "add", "/spec/endpoints/0/scrapeEvery",
+                   "5s"), {},
+        "scrapeEvery: unknown field"),
+    "no-pdb": (
+        json_patch("PodDisruptionBudget", "margipose-triton", "replace",
+                   "/spec/selector/matchLabels", {"app.kubernetes.io/name": "triton"}), {},
+        "Deployment/margipose-triton: no PodDisruptionBudget selects its pods"),
+}
+
+
+@pytest.mark.parametrize(("text", "files", "message"), MISTAKES.values(), ids=MISTAKES.keys())
 def test_mistakes_are_refused_with_a_message_naming_them(tmp_path, text, files, message):
     _, errors = check(overlay(tmp_path, K8S / "overlays" / "gpu", text, files))
     assert any(message in e for e in errors), errors

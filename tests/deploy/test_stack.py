@@ -208,13 +208,18 @@ def query(prometheus_url: str, promql: str) -> float:
     return sum(float(s["value"][1]) for s in body["data"]["result"])
 
 
-def test_prometheus_scrapes_the_gateway_and_triton(stack: Stack):
+def predict_through(stack: Stack, n: int) -> None:
+    """`n` predictions (one box each) through the stack's gateway, all answered."""
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
-        for seed in range(3):
+        for seed in range(n):
             r = client.post("/v1/predict", content=jpeg_bytes(seed=seed),
                             headers={"Content-Type": "image/jpeg"},
                             params={"boxes": json.dumps([[100, 50, 80, 120]])})
             assert r.status_code == 200, r.text
+
+
+def test_prometheus_scrapes_the_gateway_and_triton(stack: Stack):
+    predict_through(stack, 3)
     wanted = {
         "gateway": 'margipose_requests_total{route="/v1/predict",status="200"}',
         "triton": f'nv_inference_count{{model="{MODEL_NAME}"}}',
@@ -241,12 +246,7 @@ GPU_ONLY = re.compile(r"^nv_gpu_")
 
 def test_dashboard_queries_run_on_the_stack_prometheus(stack: Stack):
     """Every panel's PromQL parses and evaluates, and names only metrics the stack exports."""
-    with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
-        for seed in range(2):
-            r = client.post("/v1/predict", content=jpeg_bytes(seed=seed),
-                            headers={"Content-Type": "image/jpeg"},
-                            params={"boxes": json.dumps([[100, 50, 80, 120]])})
-            assert r.status_code == 200, r.text
+    predict_through(stack, 2)
     deadline = time.monotonic() + SCRAPE_WAIT_S
     while query(stack.prometheus_url, "margipose_requests_total") < 2:
         assert time.monotonic() < deadline, "Prometheus never scraped the gateway"
@@ -268,12 +268,7 @@ def test_prometheus_adapter_rules_run_on_the_stack_prometheus(stack: Stack):
     (label matchers and grouping by pod there; by instance here, where there are no pods)."""
     from deploy.k8s_check import CLUSTER_MONITORING, render
 
-    with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
-        for seed in range(3):
-            r = client.post("/v1/predict", content=jpeg_bytes(seed=seed),
-                            headers={"Content-Type": "image/jpeg"},
-                            params={"boxes": json.dumps([[100, 50, 80, 120]])})
-            assert r.status_code == 200, r.text
+    predict_through(stack, 3)
     (config,) = [o for o in render(CLUSTER_MONITORING)
                  if o["metadata"]["name"] == "margipose-prometheus-adapter"]
     rules = yaml.safe_load(config["data"]["config.yaml"])["rules"]
