@@ -12,7 +12,7 @@ the rehearsal
    balancer first (HAProxy's runtime API, `state drain`, the analogue of endpoint removal and
    a preStop pause), no requests in flight left, SIGTERM (the gateway drains within
    `--shutdown-grace-s`), started again, ready, back in the balancer; then the same for each
-   Triton.
+   Triton; the whole round `--rolling-rounds` times (3).
 
 HAProxy balances each request, not each connection: REST (HTTP/1.1) and gRPC (HTTP/2, `proto
 h2` to the gateways' gRPC ports) across the gateways, and every Triton RPC of every gateway
@@ -820,9 +820,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # 3. rolling restart
             t0 = r.event("rolling restart")
-            timings = [roll(r, "gateway", i) for i in range(c.gateways)]
-            if args.roll_tritons:
-                timings += [roll(r, "triton", i) for i in range(c.tritons)]
+            timings = []
+            for _ in range(args.rolling_rounds):
+                timings += [roll(r, "gateway", i) for i in range(c.gateways)]
+                if args.roll_tritons:
+                    timings += [roll(r, "triton", i) for i in range(c.tritons)]
             time.sleep(args.settle_s)
             r.phase("rolling restart", t0, r.mark(), restarts=timings)
             r.event("stop load")
@@ -908,6 +910,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-after-s", type=float, default=20.0,
                    help="then this long with the killed processes down")
     p.add_argument("--settle-s", type=float, default=5.0)
+    p.add_argument("--rolling-rounds", type=int, default=3,
+                   help="rolling restarts of the whole cluster, one after another")
     p.add_argument("--no-roll-tritons", dest="roll_tritons", action="store_false",
                    help="restart only the gateways in phase 3")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "rehearsal" /
