@@ -100,8 +100,11 @@ class TritonServer:
     """
 
     def __init__(self, model_repository: Path, workdir: Path, models: tuple[str, ...] = (),
-                 venv: Path = DEFAULT_VENV, log_verbose: int = 0):
+                 venv: Path = DEFAULT_VENV, log_verbose: int = 0, address: str = "127.0.0.1"):
         self.model_repository = Path(model_repository)
+        # A loopback address (127.0.0.0/8): two servers on two addresses can share the ports,
+        # like two pods behind one headless Service.
+        self.address = address
         self.workdir = Path(workdir)
         self.models = models
         self.venv = venv
@@ -113,15 +116,15 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.address}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.address}:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.address}:{self.metrics_port}/metrics"
 
     def start(self, timeout_s: float = 120.0) -> None:
         if self.process is not None:
@@ -134,9 +137,9 @@ class TritonServer:
             f"--model-repository={self.model_repository}",
             f"--backend-directory={tree / 'backends'}",
             f"--cache-directory={tree / 'caches'}",
-            "--http-address=127.0.0.1", f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
-            "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
+            f"--http-address={self.address}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
             "--disable-auto-complete-config",  # serve the generated config exactly as written
             "--exit-timeout-secs=5",

@@ -12,12 +12,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.k8s_check import (
     CLUSTER_MONITORING,
@@ -29,10 +36,14 @@ from deploy.k8s_check import (
     render,
     schema_errors,
 )
-from posecontract.triton import TRITON_PORTS, model_ready_path
+from deploy.triton_server import TritonServer, free_port, missing_reason
+from posecontract.layout import INPUT, INPUT_SIZE
+from posecontract.triton import TRITON_PORTS, ServingOptions, model_ready_path, write_cpu_twin
 from service.metrics import Metrics
 from service.rest.app import LIVE_PATH, READY_PATH
 from service.settings import Settings
+from tests.conftest import MODEL_NAME
+from tests.deploy.loopback_dns import LoopbackDNS
 
 
 def by_name(objects: list[dict], kind: str, name: str) -> dict:
@@ -235,7 +246,7 @@ def test_mistakes_are_refused_with_a_message_naming_them(tmp_path, text, files, 
 
 
 def test_the_model_name_reaches_triton_from_the_gateway_settings(tmp_path):
-    """One place: MARGIPOSE_MODEL_NAME sets what Triton loads, probes and HAProxy checks.
+    """One place: MARGIPOSE_MODEL_NAME sets what Triton loads and is probed on.
 
     As in overlays/gpu, the overlay that sets it lists the triton component, whose replacements
     carry the name into Triton's arguments and probes."""
@@ -253,10 +264,6 @@ def test_the_model_name_reaches_triton_from_the_gateway_settings(tmp_path):
     assert "--load-model=person-detector" in triton["args"]
     for probe in ("startupProbe", "readinessProbe"):
         assert triton[probe]["httpGet"]["path"] == "/v2/models/margipose-lite-onnx/ready"
-    haproxy = container(objects, "margipose-triton-lb", "haproxy")
-    ref = next(e for e in haproxy["env"] if e["name"] == "MODEL_NAME")["valueFrom"]
-    config = by_name(objects, "ConfigMap", "margipose-gateway")
-    assert ref["configMapKeyRef"]["name"] == config["metadata"]["name"]
 
 
 def test_a_model_name_set_past_the_triton_component_is_refused(tmp_path):
@@ -303,12 +310,135 @@ def test_the_triton_balancer_config_passes_haproxy_check(tmp_path):
     objects = render(K8S / "overlays" / "gpu")
     config = tmp_path / "haproxy.cfg"
     config.write_text(by_name(objects, "ConfigMap", "margipose-triton-lb")["data"]["haproxy.cfg"])
-    env = {**os.environ, "TRITON_SERVICE": "margipose-triton.margipose.svc.cluster.local",
-           "MODEL_NAME": "margipose-lite"}
+    env = {**os.environ, "TRITON_SERVICE": "margipose-triton.margipose.svc.cluster.local"}
     result = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True,
                             text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Configuration file is valid" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def two_tritons(tmp_path_factory, model_repository) -> Iterator[list[TritonServer]]:
+    """Two real Tritons (the CPU twin of the test export) on 127.0.0.1 and 127.0.0.2 with the
+    same ports: two pods of a headless Service, as HAProxy sees them in the cluster."""
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("MARGIPOSE_REQUIRE_TRITON") == "1":
+            pytest.fail(f"MARGIPOSE_REQUIRE_TRITON=1 but Triton cannot run: {reason}")
+        pytest.skip(f"no bundled Triton: {reason}")
+    work = tmp_path_factory.mktemp("two_tritons")
+    twin = work / "twin"
+    write_cpu_twin(model_repository, MODEL_NAME, twin,
+                   ServingOptions(warmup_batch_sizes=(1,), intra_op_threads=1))
+    pods = [TritonServer(twin, work / f"pod{i}", (MODEL_NAME,), address=f"127.0.0.{i + 1}")
+            for i in range(2)]
+    pods[1].http_port, pods[1].grpc_port, pods[1].metrics_port = \
+        pods[0].http_port, pods[0].grpc_port, pods[0].metrics_port
+    try:
+        for pod in pods:
+            pod.start()
+        yield pods
+    finally:
+        for pod in pods:
+            pod.stop()
+
+
+def infer_count(pod: TritonServer) -> float:
+    """Successful inferences of the pod so far (its own metrics)."""
+    text = httpx.get(pod.metrics_url, timeout=5).text
+    return sum(s.value for f in text_string_to_metric_families(text)
+               if f.name == "nv_inference_request_success" for s in f.samples)
+
+
+def test_the_shipped_triton_balancer_spreads_every_grpc_call_over_the_pods(tmp_path, two_tritons):
+    """The GPU overlay's haproxy.cfg itself, run by a real HAProxy: it finds the Triton pods by
+    DNS (here a loopback DNS server answering the headless Service's name with both
+    addresses) and sends each call of ONE gRPC connection to the next pod; a call to a pod
+    that just went away is sent to another, and the checks drop the pod."""
+    require_tool("haproxy", "Debian: haproxy")
+    import tritonclient.grpc as grpcclient
+
+    pods = two_tritons
+    lb, health = free_port(), free_port()
+    service = "margipose-triton.margipose.svc.cluster.local"
+    shipped = by_name(render(K8S / "overlays" / "gpu"), "ConfigMap",
+                      "margipose-triton-lb")["data"]["haproxy.cfg"]
+    with LoopbackDNS({service: [pod.address for pod in pods]}) as dns:
+        config = shipped
+        # Only what differs on one machine: the resolver and the ports (pods share theirs).
+        for old, new in (("    parse-resolv-conf\n", f"    nameserver test 127.0.0.1:{dns.port}\n"),
+                         ("bind :8001 ", f"bind 127.0.0.1:{lb} "),
+                         ("bind :8404\n", f"bind 127.0.0.1:{health}\n"),
+                         ('"${TRITON_SERVICE}:8001"', f'"${{TRITON_SERVICE}}:{pods[0].grpc_port}"')):
+            assert config.count(old) == 1, old
+            config = config.replace(old, new)
+        (tmp_path / "haproxy.cfg").write_text(config)
+        env = {**os.environ, "TRITON_SERVICE": service}
+        with (tmp_path / "haproxy.log").open("wb") as log:
+            haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                                       env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def active_servers() -> float:
+                text = httpx.get(f"http://127.0.0.1:{health}/metrics", timeout=2).text
+                return sum(s.value for f in text_string_to_metric_families(text)
+                           if f.name == "haproxy_backend_active_servers" for s in f.samples
+                           if s.labels.get("proxy") == "triton")
+
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if active_servers() == 2:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and haproxy.poll() is None, \
+                    (tmp_path / "haproxy.log").read_text()[-2000:]
+                time.sleep(0.2)
+            assert httpx.get(f"http://127.0.0.1:{health}/ready", timeout=2).status_code == 200
+            assert dns.queries > 0
+
+            image = np.zeros((1, 3, INPUT_SIZE, INPUT_SIZE), np.uint8)
+            tensor = grpcclient.InferInput(INPUT.name, list(image.shape), "UINT8")
+            tensor.set_data_from_numpy(image)
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{lb}")  # one HTTP/2 connection
+            before = [infer_count(pod) for pod in pods]
+            for _ in range(20):
+                client.infer(MODEL_NAME, [tensor])
+            spread = [infer_count(pod) - b for pod, b in zip(pods, before, strict=True)]
+            assert spread == [10, 10], spread  # round robin, call by call
+
+            # A pod goes away: calls sent to it before the checks notice are sent to the other.
+            pods[1].stop()
+            for _ in range(10):
+                client.infer(MODEL_NAME, [tensor])
+            deadline = time.monotonic() + 15
+            while active_servers() != 1:
+                assert time.monotonic() < deadline, "HAProxy never marked the stopped pod down"
+                time.sleep(0.2)
+            pods[0].stop()
+            deadline = time.monotonic() + 15
+            while httpx.get(f"http://127.0.0.1:{health}/ready", timeout=2).status_code != 503:
+                assert time.monotonic() < deadline, "/ready stayed up without any Triton"
+                time.sleep(0.2)
+            client.close()
+        finally:
+            haproxy.terminate()
+            haproxy.wait(10)
+
+
+def test_the_loopback_dns_answers_like_a_cluster_dns():
+    with LoopbackDNS({"svc.example": ["127.0.0.1", "127.0.0.2"]}) as dns:
+        query = (struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+                 + b"".join(bytes([len(p)]) + p for p in (b"svc", b"example")) + b"\0")
+        reply = dns.answer(query + struct.pack("!HH", 1, 1))
+        assert struct.unpack("!HHHH", reply[:8]) == (7, 0x8580, 1, 2)
+        # Two 16-byte A records at the end: name pointer, type, class, TTL, length, address.
+        assert (reply[-20:-16], reply[-4:]) == (socket.inet_aton("127.0.0.1"),
+                                                socket.inet_aton("127.0.0.2"))
+        aaaa = dns.answer(query + struct.pack("!HH", 28, 1))
+        assert struct.unpack("!HHHH", aaaa[:8]) == (7, 0x8580, 1, 0)
+        unknown = dns.answer(query.replace(b"svc", b"abc") + struct.pack("!HH", 1, 1))
+        assert struct.unpack("!HH", unknown[:4]) == (7, 0x8583)
 
 
 def test_the_dashboard_configmap_is_the_compose_dashboard():
