@@ -369,7 +369,8 @@ def test_the_shipped_triton_balancer_spreads_every_grpc_call_over_the_pods(tmp_p
         for old, new in (("    parse-resolv-conf\n", f"    nameserver test 127.0.0.1:{dns.port}\n"),
                          ("bind :8001 ", f"bind 127.0.0.1:{lb} "),
                          ("bind :8404\n", f"bind 127.0.0.1:{health}\n"),
-                         ('"${TRITON_SERVICE}:8001"', f'"${{TRITON_SERVICE}}:{pods[0].grpc_port}"')):
+                         ('"${TRITON_SERVICE}:8001"',
+                          f'"${{TRITON_SERVICE}}:{pods[0].grpc_port}"')):
             assert config.count(old) == 1, old
             config = config.replace(old, new)
         (tmp_path / "haproxy.cfg").write_text(config)
