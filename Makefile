@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test serve proto summary export bench triton-env stack rehearsal synthetic-asset synthetic-sheet blazepose-env bench-blazepose badinput blazepose-models
+.PHONY: install test serve proto summary export bench triton-env stack rehearsal k8s-check synthetic-asset synthetic-sheet blazepose-env bench-blazepose badinput blazepose-models
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,12 @@ rehearsal: install triton-env
 	@command -v haproxy >/dev/null 2>&1 || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy; }
 	$(BIN)/python -m deploy.rehearsal --model-name $(MODEL)
+
+# Render deploy/k8s's overlays (kubectl kustomize) and check every object offline: the
+# Kubernetes 1.37 schema and our rules (README, "Kubernetes"). K8S_DIRS= checks your own overlay.
+K8S_DIRS ?=
+k8s-check: install
+	$(BIN)/python -m deploy.k8s_check $(K8S_DIRS)
 
 # MediaPipe BlazePose, the peer model and 2D teacher (peers/): its own venv, as it pins numpy<2.
 BLAZEPOSE_VENV ?= .venv-mediapipe
