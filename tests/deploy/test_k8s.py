@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -24,8 +23,8 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
+from bench import loadgen
 from deploy.k8s_check import (
     CLUSTER_MONITORING,
     K8S,
@@ -36,6 +35,7 @@ from deploy.k8s_check import (
     render,
     schema_errors,
 )
+from deploy.rehearsal import replica_requests
 from deploy.triton_server import TritonServer, free_port, missing_reason
 from posecontract.layout import INPUT, INPUT_SIZE
 from posecontract.triton import TRITON_PORTS, ServingOptions, model_ready_path, write_cpu_twin
@@ -44,6 +44,7 @@ from service.rest.app import LIVE_PATH, READY_PATH
 from service.settings import Settings
 from tests.conftest import MODEL_NAME
 from tests.deploy.loopback_dns import LoopbackDNS
+from tests.deploy.test_stack import require_tool
 
 
 def by_name(objects: list[dict], kind: str, name: str) -> dict:
@@ -298,13 +299,6 @@ def test_a_directory_that_does_not_render_is_refused(tmp_path):
     assert main([str(tmp_path)]) == 1
 
 
-def require_tool(tool: str, package: str) -> None:
-    if shutil.which(tool) is None:
-        if os.environ.get("MARGIPOSE_REQUIRE_DEPLOY_TOOLS") == "1":
-            pytest.fail(f"MARGIPOSE_REQUIRE_DEPLOY_TOOLS=1 but no `{tool}` ({package})")
-        pytest.skip(f"no `{tool}` ({package})")
-
-
 def test_the_triton_balancer_config_passes_haproxy_check(tmp_path):
     require_tool("haproxy", "Debian: haproxy")
     objects = render(K8S / "overlays" / "gpu")
@@ -343,13 +337,6 @@ def two_tritons(tmp_path_factory, model_repository) -> Iterator[list[TritonServe
             pod.stop()
 
 
-def infer_count(pod: TritonServer) -> float:
-    """Successful inferences of the pod so far (its own metrics)."""
-    text = httpx.get(pod.metrics_url, timeout=5).text
-    return sum(s.value for f in text_string_to_metric_families(text)
-               if f.name == "nv_inference_request_success" for s in f.samples)
-
-
 def test_the_shipped_triton_balancer_spreads_every_grpc_call_over_the_pods(tmp_path, two_tritons):
     """The GPU overlay's haproxy.cfg itself, run by a real HAProxy: it finds the Triton pods by
     DNS (here a loopback DNS server answering the headless Service's name with both
@@ -380,10 +367,8 @@ def test_the_shipped_triton_balancer_spreads_every_grpc_call_over_the_pods(tmp_p
                                        env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             def active_servers() -> float:
-                text = httpx.get(f"http://127.0.0.1:{health}/metrics", timeout=2).text
-                return sum(s.value for f in text_string_to_metric_families(text)
-                           if f.name == "haproxy_backend_active_servers" for s in f.samples
-                           if s.labels.get("proxy") == "triton")
+                samples = loadgen.scrape(f"http://127.0.0.1:{health}/metrics")
+                return samples[("haproxy_backend_active_servers", (("proxy", "triton"),))]
 
             deadline = time.monotonic() + 30
             while True:
@@ -402,10 +387,13 @@ def test_the_shipped_triton_balancer_spreads_every_grpc_call_over_the_pods(tmp_p
             tensor = grpcclient.InferInput(INPUT.name, list(image.shape), "UINT8")
             tensor.set_data_from_numpy(image)
             client = grpcclient.InferenceServerClient(f"127.0.0.1:{lb}")  # one HTTP/2 connection
-            before = [infer_count(pod) for pod in pods]
+            def served() -> list[float]:  # each pod's successful inferences, its own metrics
+                return [replica_requests(loadgen.scrape(pod.metrics_url)) for pod in pods]
+
+            before = served()
             for _ in range(20):
                 client.infer(MODEL_NAME, [tensor])
-            spread = [infer_count(pod) - b for pod, b in zip(pods, before, strict=True)]
+            spread = [after - b for after, b in zip(served(), before, strict=True)]
             assert spread == [10, 10], spread  # round robin, call by call
 
             # A pod goes away: calls sent to it before the checks notice are sent to the other.
