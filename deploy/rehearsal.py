@@ -46,7 +46,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -61,7 +60,14 @@ import httpx
 
 from bench import loadgen
 from bench.report import base_info, markdown_table, write_json
-from deploy.stack import _ok, _stop, default_model_repository
+from deploy.stack import (
+    _stop,
+    default_model_repository,
+    gateway_command,
+    keep_ports_off,
+    spawn_logged,
+    wait_ready,
+)
 from deploy.triton_server import DEFAULT_VENV, TritonServer, free_port, missing_reason
 from posecontract.triton import ServingOptions, write_cpu_twin
 from service.cpus import spare_cpu_threads
@@ -348,10 +354,7 @@ class Cluster:
         for i in range(self.tritons):
             server = TritonServer(twin, self.workdir / self.triton_name(i), (self.model_name,),
                                   self.venv)
-            for attr in ("http_port", "grpc_port", "metrics_port"):
-                while getattr(server, attr) in taken:
-                    setattr(server, attr, free_port())
-                taken.add(getattr(server, attr))
+            keep_ports_off(server, taken)
             self.triton_servers.append(server)
         for i in range(self.gateways):
             ports = GatewayPorts(f"gw{i}", _free_port(taken), _free_port(taken))
@@ -401,31 +404,18 @@ class Cluster:
 
     def spawn_gateway(self, i: int) -> None:
         g = self.gateway_procs[i]
-        command = [
-            sys.executable, "-m", "service", "--backend", "triton",
-            "--triton-url", self.triton_target, "--model-name", self.model_name,
+        command = gateway_command(
+            self.triton_target, self.model_name, g.ports.port, g.ports.grpc_port,
             "--detector-model", "",  # requests carry their box: no detector needed
-            "--host", "127.0.0.1", "--port", str(g.ports.port),
-            "--grpc-port", str(g.ports.grpc_port), "--max-concurrent-batches", "2",
             "--shutdown-grace-s", str(self.shutdown_grace_s),
-            "--triton-start-timeout-s", str(self.start_timeout_s),
-        ]
-        with g.log_path.open("ab") as log:
-            log.write(f"\n==== {' '.join(command)}\n".encode())
-            log.flush()
-            g.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         start_new_session=True)
+            "--triton-start-timeout-s", str(self.start_timeout_s))
+        g.process = spawn_logged(command, g.log_path, start_new_session=True)
 
     def wait_gateway(self, i: int) -> float:
         """Wait for gateway `i` to be ready (its own /health/ready); return the seconds taken."""
-        g, began = self.gateway_procs[i], time.monotonic()
-        while not _ok(g.url + "/health/ready"):
-            if g.process.poll() is not None or time.monotonic() - began > self.start_timeout_s:
-                tail = "\n".join(g.log_path.read_text(errors="replace").splitlines()[-30:])
-                raise RuntimeError(f"{g.name} did not become ready; {g.log_path} ends with:\n"
-                                   f"{tail}")
-            time.sleep(0.1)
-        return time.monotonic() - began
+        g = self.gateway_procs[i]
+        return wait_ready(g.name, g.process, g.url + "/health/ready", g.log_path,
+                          self.start_timeout_s)
 
     def wait_in_rotation(self, timeout_s: float = 30.0) -> None:
         """Wait until HAProxy's checks see every server UP."""

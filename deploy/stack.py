@@ -54,6 +54,46 @@ def _stop(process: subprocess.Popen | None, timeout_s: float = 20.0) -> None:
         process.wait()
 
 
+def spawn_logged(command: list[str], log_path: Path, **popen) -> subprocess.Popen:
+    """Start `command` in the repository root, its output appended to `log_path` after a line
+    naming the command."""
+    with Path(log_path).open("ab") as log:
+        log.write(f"\n==== {' '.join(command)}\n".encode())
+        log.flush()
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, **popen)
+
+
+def wait_ready(name: str, process: subprocess.Popen, url: str, log_path: Path,
+               timeout_s: float, began: float | None = None) -> float:
+    """Wait until `url` answers 200; raise with the log's tail if `process` exits or
+    `timeout_s` passes (counted from `began`) first. Returns the seconds since `began`."""
+    began = time.monotonic() if began is None else began
+    while not _ok(url):
+        if process.poll() is not None or time.monotonic() - began > timeout_s:
+            tail = "\n".join(Path(log_path).read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"{name} did not become ready ({url}); {log_path} ends with:\n"
+                               f"{tail}")
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
+def gateway_command(triton_url: str, model_name: str, port: int, grpc_port: int,
+                    *extra: str) -> list[str]:
+    """`python -m service` on loopback with the Triton backend, two batches in flight."""
+    return [sys.executable, "-m", "service", "--backend", "triton", "--triton-url", triton_url,
+            "--model-name", model_name, "--host", "127.0.0.1", "--port", str(port),
+            "--grpc-port", str(grpc_port), "--max-concurrent-batches", "2", *extra]
+
+
+def keep_ports_off(server: TritonServer, taken: set[int]) -> None:
+    """Triton's ports are picked free when it is made, ours are bound later: move its ports
+    off `taken`, then add them to it."""
+    for attr in ("http_port", "grpc_port", "metrics_port"):
+        while getattr(server, attr) in taken:
+            setattr(server, attr, free_port())
+        taken.add(getattr(server, attr))
+
+
 def write_prometheus_dir(dest: Path, gateway: str, triton_metrics: str) -> Path:
     """Copy prometheus.yml into `dest` with a loopback targets file beside it; return the config."""
     (dest / "targets").mkdir(parents=True, exist_ok=True)
@@ -100,19 +140,10 @@ class Stack:
         return f"http://127.0.0.1:{self.prometheus_port}"
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = (self.workdir / f"{name}.log").open("ab")
-        log.write(f"\n==== {' '.join(command)}\n".encode())
-        log.flush()
-        with log:
-            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        return spawn_logged(command, self.workdir / f"{name}.log")
 
     def _wait(self, name: str, process: subprocess.Popen, url: str, began: float) -> None:
-        while not _ok(url):
-            if process.poll() is not None or time.monotonic() - began > self.start_timeout_s:
-                log = self.workdir / f"{name}.log"
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-                raise RuntimeError(f"{name} did not become ready ({url}); {log} ends with:\n{tail}")
-            time.sleep(0.1)
+        wait_ready(name, process, url, self.workdir / f"{name}.log", self.start_timeout_s, began)
 
     def start(self) -> None:
         reason = missing_reason(self.venv)
@@ -134,20 +165,12 @@ class Stack:
                 models += (DETECTOR_NAME,)
             self.triton = TritonServer(twin, self.workdir, models, self.venv)
             # Triton picks free ports now; ours are bound later, so keep it off them.
-            ours = {self.port, self.grpc_port, self.prometheus_port}
-            for attr in ("http_port", "grpc_port", "metrics_port"):
-                while getattr(self.triton, attr) in ours:
-                    setattr(self.triton, attr, free_port())
-                ours.add(getattr(self.triton, attr))
+            keep_ports_off(self.triton, {self.port, self.grpc_port, self.prometheus_port})
             self.triton.start(self.start_timeout_s)
 
             began = time.monotonic()
-            self.gateway = self._spawn("gateway", [
-                sys.executable, "-m", "service", "--backend", "triton",
-                "--triton-url", self.triton.grpc_url, "--model-name", self.model_name,
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--grpc-port", str(self.grpc_port), "--max-concurrent-batches", "2",
-            ])
+            self.gateway = self._spawn("gateway", gateway_command(
+                self.triton.grpc_url, self.model_name, self.port, self.grpc_port))
             self._wait("gateway", self.gateway, self.gateway_url + "/health/ready", began)
 
             began = time.monotonic()
