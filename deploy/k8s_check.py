@@ -21,6 +21,7 @@ Three layers, each message naming the object, the problem and what is allowed:
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import subprocess
 import sys
@@ -314,9 +315,11 @@ def _adapter_metrics(objects: Iterable[dict]) -> set[str] | None:
     return None
 
 
-def adapter_metrics() -> set[str]:
-    """The custom metrics deploy/k8s/cluster-monitoring's adapter rules serve."""
-    return _adapter_metrics(render(CLUSTER_MONITORING)) or set()
+@functools.cache
+def adapter_metrics() -> frozenset[str]:
+    """The custom metrics deploy/k8s/cluster-monitoring's adapter rules serve (rendered once a
+    process: every overlay's autoscalers are checked against them)."""
+    return frozenset(_adapter_metrics(render(CLUSTER_MONITORING)) or ())
 
 
 def policy_errors(objects: list[dict], custom_metrics: set[str] | None = None) -> list[str]:
